@@ -1,0 +1,26 @@
+// Command conch fine-tunes, merges, exports and runs GGUF language models.
+// Each subcommand lives in its own file of this package.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+var root = &cobra.Command{
+	Use:   "conch",
+	Short: "Fine-tune a language model with LoRA, merge it, and run it — one binary, CPU or CUDA",
+	Long: `conch fine-tunes GGUF models with LoRA natively (no Python), merges and exports the
+result, and runs it. Serve it over HTTP with conchd.`,
+	SilenceUsage:  true,
+	SilenceErrors: true,
+}
+
+func main() {
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "conch:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,7 @@
+//go:build !cuda
+
+package llama
+
+// #cgo CFLAGS: -I${SRCDIR}/../build/include
+// #cgo LDFLAGS: -L${SRCDIR}/../build/lib -lconch -lllama -lggml -lggml-cpu -lggml-base -lstdc++ -lm -fopenmp -lpthread -ldl
+import "C"
