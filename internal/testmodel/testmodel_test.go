@@ -217,3 +217,97 @@ func TestF16(t *testing.T) {
 		t.Fatal("f16 bit patterns")
 	}
 }
+
+func TestAdapterChangesLogits(t *testing.T) {
+	for _, arch := range []string{"llama", "qwen2", "qwen3"} {
+		t.Run(arch, func(t *testing.T) {
+			base := Cached(t, Tiny(arch))
+			dir := t.TempDir()
+			ad := filepath.Join(dir, "adapter.gguf")
+			if err := WriteAdapter(ad, base, AdapterSpec{Rank: 4, Seed: 3}); err != nil {
+				t.Fatal(err)
+			}
+			info, err := llama.Inspect(ad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// 7 targets x 2 layers x (A, B)
+			if len(info.Tensors) != 7*2*2 {
+				t.Fatalf("adapter has %d tensors", len(info.Tensors))
+			}
+			if a, ok := info.Float("adapter.lora.alpha"); !ok || a != 8 {
+				t.Fatalf("alpha %v %v", a, ok)
+			}
+			m, err := llama.LoadModel(base, llama.ModelParams{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			a, err := llama.LoadAdapter(m, ad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			toks, _ := m.Tokenize("The quick brown fox 跳过了懒狗", false, false)
+			plain := decodeLogits(t, m, toks, nil)
+			adapted := decodeLogits(t, m, toks, a)
+			checkLogits(t, adapted, m.VocabSize())
+			var diff float64
+			for i := range plain {
+				diff = max(diff, math.Abs(float64(plain[i]-adapted[i])))
+			}
+			if diff < 0.1 {
+				t.Fatalf("adapter barely changes logits (max diff %g)", diff)
+			}
+		})
+	}
+}
+
+func TestAdapterTargetsAndErrors(t *testing.T) {
+	base := Cached(t, Tiny("qwen2"))
+	dir := t.TempDir()
+	p := filepath.Join(dir, "qv.gguf")
+	if err := WriteAdapter(p, base, AdapterSpec{Rank: 2, Targets: []string{"q", "ffn_down"}}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := llama.Inspect(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, ti := range info.Tensors {
+		names = append(names, ti.Name)
+	}
+	want := []string{
+		"blk.0.attn_q.weight.lora_a", "blk.0.attn_q.weight.lora_b", "blk.0.ffn_down.weight.lora_a", "blk.0.ffn_down.weight.lora_b",
+		"blk.1.attn_q.weight.lora_a", "blk.1.attn_q.weight.lora_b", "blk.1.ffn_down.weight.lora_a", "blk.1.ffn_down.weight.lora_b",
+	}
+	if !slices.Equal(names, want) {
+		t.Fatalf("tensors %v", names)
+	}
+	q, _ := info.Tensor("blk.0.attn_q.weight.lora_a")
+	d, _ := info.Tensor("blk.0.ffn_down.weight.lora_b")
+	if !slices.Equal(q.Shape, []int64{32, 2}) || !slices.Equal(d.Shape, []int64{2, 32}) {
+		t.Fatalf("shapes %v %v", q.Shape, d.Shape)
+	}
+	if err := WriteAdapter(p, base, AdapterSpec{Targets: []string{"lm_head"}}); err == nil {
+		t.Fatal("unknown target accepted")
+	}
+	if err := WriteAdapter(p, p, AdapterSpec{}); err == nil {
+		t.Fatal("an adapter accepted as base")
+	}
+	// An adapter for the llama model must not load onto the qwen2 one.
+	other := filepath.Join(dir, "llama.gguf")
+	if err := WriteAdapter(other, Cached(t, Tiny("llama")), AdapterSpec{Rank: 2}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := llama.LoadModel(base, llama.ModelParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if a, err := llama.LoadAdapter(m, other); err == nil {
+		a.Close()
+		t.Fatal("adapter for another architecture loaded")
+	}
+}
