@@ -23,7 +23,7 @@ cuda:
 native:
 	@if [ ! -f $(BUILD)/CMakeCache.txt ] || ! grep -q "CONCH_CUDA:BOOL=$(CUDA)" $(BUILD)/CMakeCache.txt; then \
 	  cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DOLLAMA_DIR="$(OLLAMA_DIR)" -DCONCH_CUDA=$(CUDA) $(CMAKE_ARGS) >/dev/null; fi
-	cmake --build $(BUILD) -j$(JOBS) 2>&1 | grep -Ev '^(\[|gmake)' || true
+	@cmake --build $(BUILD) -j$(JOBS) 2>&1 | grep -Ev '^(\[|gmake)' || true
 	@test -f $(BUILD)/lib/libconch.a || { echo "native build failed"; exit 1; }
 	@mkdir -p $(BUILD)/include
 	@d="$(OLLAMA_DIR)"; cp -u $$d/llama/llama.cpp/include/llama.h $$d/ml/backend/ggml/ggml/include/*.h bindings/conch.h $(BUILD)/include/

@@ -34,6 +34,11 @@ type GenerateResult struct {
 // streams the answer: emit receives pieces that are always whole UTF-8 characters and
 // never include a stop string. emit returning false, or ctx ending, stops generation.
 func (c *Context) Generate(ctx context.Context, prompt []Token, opt GenerateOptions, emit func(string) bool) (GenerateResult, error) {
+	return c.generate(ctx, prompt, opt, emit, false)
+}
+
+// generate is Generate; ignoreEOS keeps going past end-of-generation tokens (benchmarks).
+func (c *Context) generate(ctx context.Context, prompt []Token, opt GenerateOptions, emit func(string) bool, ignoreEOS bool) (GenerateResult, error) {
 	var res GenerateResult
 	if len(prompt) == 0 {
 		return res, errors.New("empty prompt")
@@ -88,7 +93,7 @@ func (c *Context) Generate(ctx context.Context, prompt []Token, opt GenerateOpti
 			return res, ctx.Err()
 		}
 		tok := smp.Sample(c, last)
-		if c.model.IsEOG(tok) {
+		if !ignoreEOS && c.model.IsEOG(tok) {
 			res.FinishReason = FinishStop
 			break
 		}

@@ -321,7 +321,7 @@ func readGGUF(f *os.File, size int64) (*GGUF, error) {
 		return nil, err
 	}
 	if nTensors > uint64(size)/8 || nKV > uint64(size)/8 {
-		return nil, errors.New("corrupt header (impossible tensor or key count)")
+		return nil, fmt.Errorf("file is truncated or corrupt: the header announces %d tensors and %d keys in %d bytes", nTensors, nKV, size)
 	}
 	g := &GGUF{Version: version, KV: make(map[string]any, nKV), FileSize: size}
 	for i := uint64(0); i < nKV; i++ {
