@@ -30,7 +30,7 @@ func CacheDir() string {
 // Path is where Cached keeps the model for s: the name holds a hash of the resolved
 // spec and the generator version.
 func Path(s Spec) (string, error) {
-	r, err := s.resolved()
+	r, err := s.Resolved()
 	if err != nil {
 		return "", err
 	}

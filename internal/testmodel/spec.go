@@ -63,9 +63,9 @@ func DeepSeekR1Qwen15B() Spec {
 		NHead: 12, NHeadKV: 2, NFF: 8960, NCtx: 131072, Tied: false, RopeTheta: 10000, Eps: 1e-6, Seed: 1}
 }
 
-// resolved returns s with every default filled in and checks that llama.cpp can load the
-// result without tripping an assertion.
-func (s Spec) resolved() (Spec, error) {
+// Resolved returns s with every default filled in, and an error if llama.cpp could not
+// load the result (checked here so that no bad Spec reaches a native assertion).
+func (s Spec) Resolved() (Spec, error) {
 	qwen := s.Arch == "qwen2" || s.Arch == "qwen3"
 	if s.Arch != "llama" && !qwen {
 		return s, fmt.Errorf("testmodel: unsupported arch %q (llama, qwen2, qwen3)", s.Arch)

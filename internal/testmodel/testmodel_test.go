@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/magicconch/conch/llama"
@@ -86,7 +87,7 @@ func TestTinyModelsLoadAndRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, _ := spec.resolved()
+			r, _ := spec.Resolved()
 			v, err := loadVocab(r.Vocab)
 			if err != nil {
 				t.Fatal(err)
@@ -309,5 +310,82 @@ func TestAdapterTargetsAndErrors(t *testing.T) {
 	if a, err := llama.LoadAdapter(m, other); err == nil {
 		a.Close()
 		t.Fatal("adapter for another architecture loaded")
+	}
+}
+
+func TestTensorLayout(t *testing.T) {
+	dir := t.TempDir()
+	for _, s := range []Spec{
+		{Arch: "qwen2", NEmbd: 16, NLayer: 1, NHead: 2, NHeadKV: 1, NFF: 24, Type: "f16"},
+		{Arch: "qwen3", NEmbd: 16, NLayer: 1, NHead: 2, NHeadKV: 1, HeadDim: 12, NFF: 24},
+	} {
+		p := filepath.Join(dir, s.Arch+".gguf")
+		if err := Write(p, s); err != nil {
+			t.Fatal(err)
+		}
+		g, err := llama.Inspect(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, _ := s.Resolved()
+		want := map[string][]int64{
+			"blk.0.attn_norm.weight":   {16},
+			"blk.0.attn_output.weight": {int64(r.NHead * r.HeadDim), 16},
+			"blk.0.ffn_down.weight":    {24, 16},
+			"output.weight":            {16, 151936},
+		}
+		if s.Arch == "qwen2" {
+			want["blk.0.attn_q.weight"] = []int64{16, 16}
+			want["blk.0.attn_k.bias"] = []int64{8}
+			want["blk.0.attn_v.weight"] = []int64{16, 8}
+		} else {
+			want["blk.0.attn_q.weight"] = []int64{16, 24}
+			want["blk.0.attn_k.weight"] = []int64{16, 12}
+			want["blk.0.attn_q_norm.weight"] = []int64{12}
+			want["blk.0.attn_k_norm.weight"] = []int64{12}
+			if kl, _ := g.Uint("qwen3.attention.key_length"); kl != 12 {
+				t.Errorf("key_length %d", kl)
+			}
+		}
+		for name, shape := range want {
+			ti, ok := g.Tensor(name)
+			if !ok || !slices.Equal(ti.Shape, shape) {
+				t.Errorf("%s %s: got %v (present %v), want %v", s.Arch, name, ti.Shape, ok, shape)
+				continue
+			}
+			wantType := "f32"
+			if s.Type == "f16" && len(shape) == 2 {
+				wantType = "f16"
+			}
+			if !strings.EqualFold(ti.TypeName(), wantType) {
+				t.Errorf("%s %s: type %s, want %s", s.Arch, name, ti.TypeName(), wantType)
+			}
+		}
+		m, err := llama.LoadModel(p, llama.ModelParams{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks, _ := m.Tokenize("hi there", false, false)
+		checkLogits(t, decodeLogits(t, m, toks, nil), 151936)
+		m.Close()
+	}
+}
+
+func TestCachedReuses(t *testing.T) {
+	s := Spec{Arch: "llama", NEmbd: 8, NLayer: 1, NHead: 2, Seed: 99}
+	a := Cached(t, s)
+	st, err := os.Stat(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := Cached(t, s); b != a {
+		t.Fatalf("same spec, different paths %s %s", a, b)
+	}
+	if st2, _ := os.Stat(a); !st2.ModTime().Equal(st.ModTime()) {
+		t.Fatal("cached model was rewritten")
+	}
+	s.Seed = 100
+	if c := Cached(t, s); c == a {
+		t.Fatal("different seed, same path")
 	}
 }

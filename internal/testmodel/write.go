@@ -115,7 +115,7 @@ func metadata(s Spec, v *vocab) []kv {
 // Write writes the model described by s to path (atomically: a temporary file in the
 // same folder is renamed into place).
 func Write(path string, s Spec) error {
-	s, err := s.resolved()
+	s, err := s.Resolved()
 	if err != nil {
 		return err
 	}
