@@ -5,15 +5,18 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/magicconch/conch/internal/testmodel"
+	"github.com/magicconch/conch/llama"
 )
 
 var shapes = map[string]func() testmodel.Spec{
@@ -38,7 +41,7 @@ func run() error {
 	}
 	sort.Strings(names)
 	shape := flag.String("shape", "tiny-qwen2", "model shape: "+strings.Join(names, ", "))
-	typ := flag.String("type", "f32", "matrix type: f32 or f16 (quantise afterwards with conch quantize)")
+	typ := flag.String("type", "f32", "weight type: f32, f16, or any llama.cpp quantisation ("+strings.Join(llama.QuantTypeNames(), ", ")+")")
 	out := flag.String("o", "", "output GGUF path (required)")
 	seed := flag.Uint64("seed", 1, "random seed (same seed, same bytes)")
 	ctx := flag.Int("ctx", 0, "override the training context length written to the file")
@@ -53,20 +56,22 @@ func run() error {
 	if *out == "" {
 		return fmt.Errorf("-o is required")
 	}
-	switch *typ {
-	case "f32", "f16":
-	default:
-		return fmt.Errorf("-type %q: mkmodel writes f32 or f16; quantise the result with `conch quantize`", *typ)
-	}
 	spec := mk()
-	spec.Type = *typ
 	spec.Seed = *seed
 	if *ctx > 0 {
 		spec.NCtx = *ctx
 	}
 	start := time.Now()
-	if err := testmodel.Write(*out, spec); err != nil {
-		return err
+	switch *typ {
+	case "f32", "f16":
+		spec.Type = *typ
+		if err := testmodel.Write(*out, spec); err != nil {
+			return err
+		}
+	default:
+		if err := writeQuantized(*out, *typ, spec); err != nil {
+			return err
+		}
 	}
 	st, err := os.Stat(*out)
 	if err != nil {
@@ -80,4 +85,21 @@ func run() error {
 		slog.Info("wrote adapter", "path", *adapter, "rank", *rank)
 	}
 	return nil
+}
+
+// writeQuantized writes an f16 model beside out and quantises it with llama.cpp (the
+// usual route: quantising from f16 rather than f32 halves the temporary file).
+func writeQuantized(out, typ string, spec testmodel.Spec) error {
+	if _, err := llama.ParseQuantType(typ); err != nil {
+		return err
+	}
+	tmp := filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".f16.tmp")
+	defer os.Remove(tmp)
+	spec.Type = "f16"
+	if err := testmodel.Write(tmp, spec); err != nil {
+		return err
+	}
+	llama.SetLogLevel(3)
+	_, err := llama.Quantize(context.Background(), llama.QuantizeParams{Input: tmp, Output: out, Type: typ, Force: true})
+	return err
 }
