@@ -45,6 +45,76 @@ int conch_bench_decode(struct llama_context * ctx, struct llama_sampler * smpl,
                        const int32_t * prompt, int n_prompt, int n_gen,
                        double * pp_seconds, double * tg_seconds);
 
+/* ---- training ---- */
+
+/* A LoRA trainer on ggml for llama, qwen2 and qwen3 base models (bindings/train*.cpp).
+ * Go validates every argument first (architecture, shapes, token ids, lengths, memory):
+ * these functions assume sane input and report what is left (I/O, allocation) as errors. */
+
+enum conch_train_arch { CONCH_TRAIN_LLAMA = 0, CONCH_TRAIN_QWEN2 = 1, CONCH_TRAIN_QWEN3 = 2 };
+
+/* How frozen weights are held. */
+enum conch_train_compute {
+    CONCH_TRAIN_F32 = 0, CONCH_TRAIN_F16 = 1, CONCH_TRAIN_BF16 = 2, CONCH_TRAIN_Q8_0 = 3
+};
+
+/* Model hyperparameters as llama.cpp derives them from the GGUF header. */
+struct conch_train_hparams {
+    int   arch;
+    int   n_layer, n_embd, n_ff, n_head, n_head_kv, head_dim, n_vocab;
+    float rms_eps;
+    int   rope_mode;        /* ggml rope mode: 0 normal (llama), 2 neox (qwen) */
+    float rope_freq_base, rope_freq_scale, rope_attn_factor;
+    int   n_ctx_orig;
+    float kq_scale;
+};
+
+struct conch_train_params {
+    const char * model_path;
+    int      rank;
+    float    alpha;
+    uint32_t targets;       /* bit i: target i of q,k,v,o,gate,up,down */
+    int      max_seq_len;
+    int      compute_type;  /* enum conch_train_compute */
+    int      threads;
+    int      use_gpu;
+    uint64_t seed;
+    float    beta1, beta2, eps;
+};
+
+typedef struct conch_trainer conch_trainer;
+
+int  conch_train_new(const struct conch_train_params * p, const struct conch_train_hparams * hp, conch_trainer ** out);
+void conch_train_free(conch_trainer * t);
+/* Bytes a trainer with these settings would hold (weights, LoRA state, compute buffer for
+ * max_seq_len tokens), measured by planning the graph without allocating it. */
+int  conch_train_estimate(const struct conch_train_params * p, const struct conch_train_hparams * hp, uint64_t * bytes);
+/* Bytes this trainer holds now. */
+uint64_t conch_train_memory(conch_trainer * t);
+/* mode 0: forward + backward, adding d(loss sum)/dθ to the accumulators; mode 1: forward
+ * only. labels[i] is the target of position i or -1. Sets the loss sum and the number of
+ * supervised positions. */
+int  conch_train_run(conch_trainer * t, int mode, const int32_t * tokens, const int32_t * labels, int n,
+                     double * loss_sum, int * n_sup);
+/* Logits of every position, row-major [n][n_vocab], into out. */
+int  conch_train_logits(conch_trainer * t, const int32_t * tokens, int n, float * out);
+/* One AdamW step on the accumulated gradient (see llama/train.go for the exact rule). */
+int  conch_train_step(conch_trainer * t, float lr, float weight_decay, float max_grad_norm, double * grad_norm);
+int64_t conch_train_step_count(conch_trainer * t);
+/* The LoRA tensors, by index: name, element count, values, accumulated gradient. */
+int          conch_train_n_tensors(conch_trainer * t);
+const char * conch_train_tensor_name(conch_trainer * t, int i);
+int64_t      conch_train_tensor_size(conch_trainer * t, int i);
+int  conch_train_get(conch_trainer * t, int i, float * out);
+int  conch_train_set(conch_trainer * t, int i, const float * in);
+int  conch_train_grad(conch_trainer * t, int i, float * out);
+/* llama.cpp LoRA adapter GGUF with extra string metadata. */
+int  conch_train_save_adapter(conch_trainer * t, const char * path, const char * const * keys,
+                              const char * const * vals, int n_kv);
+/* Everything needed to resume bit-exactly: A, B, AdamW moments, step, pending gradients. */
+int  conch_train_save_state(conch_trainer * t, const char * path);
+int  conch_train_load_state(conch_trainer * t, const char * path);
+
 #ifdef __cplusplus
 }
 #endif

@@ -63,3 +63,6 @@ extern "C" int conch_gpu_count(void) {
     }
     return n;
 }
+
+// Lets our own native code (bindings/train*.cpp) report errors through conch_last_error.
+void conch_set_error(const std::string & msg) { t_last_error = msg; }

@@ -1,0 +1,113 @@
+// Private header of the LoRA trainer (bindings/train*.cpp). Not part of the C ABI.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "conch.h"
+#include "ggml.h"
+#include "ggml-alloc.h"
+#include "ggml-backend.h"
+
+// Defined in init.cpp: the message conch_last_error() returns on this thread.
+void conch_set_error(const std::string & msg);
+
+namespace conch_train {
+
+// Errors inside the trainer are thrown as train_error and turned into a message at the
+// C boundary; ggml asserts are kept unreachable by validation in Go and here.
+struct train_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+enum target : int { T_Q, T_K, T_V, T_O, T_GATE, T_UP, T_DOWN, T_COUNT };
+
+// One LoRA tensor (an A or a B half). The host vectors are the source of truth for
+// the optimiser; w mirrors host on the backend, grad accumulates d(loss sum)/dw there.
+struct lora_tensor {
+    std::string name;      // adapter tensor name, e.g. blk.0.attn_q.weight.lora_a
+    ggml_tensor * w    = nullptr;
+    ggml_tensor * grad = nullptr;
+    std::vector<float> host, m, v;
+};
+
+struct lora_pair {
+    int a = -1, b = -1; // indices into trainer::lora
+};
+
+struct layer {
+    ggml_tensor * attn_norm = nullptr;
+    ggml_tensor * w[T_COUNT] = {};            // frozen projections, as used by the forward
+    ggml_tensor * wt[T_COUNT] = {};           // phase 2: transposed copies for dX (or null)
+    ggml_tensor * bq = nullptr, * bk = nullptr, * bv = nullptr, * bo = nullptr;
+    ggml_tensor * b_gate = nullptr, * b_up = nullptr, * b_down = nullptr;
+    ggml_tensor * q_norm = nullptr, * k_norm = nullptr;
+    ggml_tensor * ffn_norm = nullptr;
+    lora_pair lora[T_COUNT];
+    bool has_lora[T_COUNT] = {};
+};
+
+// What one graph computes.
+enum graph_kind { G_TRAIN, G_EVAL, G_LOGITS };
+
+struct built_graph {
+    ggml_context * ctx = nullptr;
+    ggml_cgraph  * g   = nullptr;
+    ggml_tensor  * tokens = nullptr, * pos = nullptr, * mask = nullptr;
+    ggml_tensor  * sel = nullptr, * labels = nullptr;
+    ggml_tensor  * loss = nullptr, * loss_grad = nullptr, * logits = nullptr;
+    ~built_graph() { if (ctx) ggml_free(ctx); }
+};
+
+struct trainer {
+    conch_train_params p{};
+    conch_train_hparams hp{};
+    bool measure = false;    // estimate only: tensors are never allocated
+    ggml_type wtype = GGML_TYPE_F32;
+
+    ggml_backend_t backend = nullptr;
+    bool gpu = false;
+
+    ggml_context * ctx_w = nullptr;        // frozen weights
+    ggml_backend_buffer_t buf_w = nullptr;
+    ggml_context * ctx_l = nullptr;        // LoRA tensors and gradient accumulators
+    ggml_backend_buffer_t buf_l = nullptr;
+    ggml_gallocr_t galloc = nullptr;
+
+    ggml_tensor * tok_embd = nullptr, * out_norm = nullptr, * output = nullptr, * output_b = nullptr;
+    ggml_tensor * rope_freqs = nullptr;
+    std::vector<layer> layers;
+    std::vector<lora_tensor> lora;
+
+    int64_t step = 0;
+    double n_acc = 0;      // supervised tokens accumulated since the last step
+    bool acc_dirty = false;
+    float scale = 1.0f;    // alpha / rank
+
+    ~trainer();
+};
+
+// train_model.cpp
+void load_model(trainer & t);   // weights from the GGUF, LoRA init, backend buffers
+
+// train_graph.cpp
+void build_graph(trainer & t, built_graph & bg, graph_kind kind, int n_tokens, int n_sel);
+size_t graph_nodes_max(const trainer & t);
+
+// train_step.cpp
+void run_loss(trainer & t, bool train, const int32_t * tokens, const int32_t * labels, int n, double * loss_sum, int * n_sup);
+void run_logits(trainer & t, const int32_t * tokens, int n, float * out);
+double adamw_step(trainer & t, float lr, float wd, float max_norm); // returns the pre-clip norm
+void upload_lora(trainer & t, int i);
+void zero_grads(trainer & t);
+
+// train_io.cpp
+void save_adapter(trainer & t, const char * path, const char * const * keys, const char * const * vals, int n_kv);
+void save_state(trainer & t, const char * path);
+void load_state(trainer & t, const char * path);
+
+const char * target_suffix(int tgt);   // "attn_q", ..., "ffn_down"
+
+} // namespace conch_train

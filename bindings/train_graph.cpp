@@ -1,0 +1,167 @@
+// The training graph: llama.cpp's llama / qwen2 / qwen3 forward rebuilt on the public
+// ggml API with LoRA on the projections, the loss on supervised rows only, and ggml's
+// automatic backward pass into our own gradient accumulators.
+#include "train.h"
+
+#include <cmath>
+#include <unordered_map>
+
+namespace conch_train {
+
+// Upper bound on graph nodes: about 90 forward and 300 backward nodes per layer.
+size_t graph_nodes_max(const trainer & t) { return 512 + (size_t)t.hp.n_layer * 640; }
+
+namespace {
+
+struct builder {
+    trainer & t;
+    ggml_context * ctx;
+    int T;
+
+    // y = W x + scale * B (A x). The scale goes on the rank-r product, the cheapest place.
+    ggml_tensor * proj(const layer & L, int tg, ggml_tensor * x) {
+        ggml_tensor * y = ggml_mul_mat(ctx, L.w[tg], x);
+        if (L.has_lora[tg]) {
+            ggml_tensor * ax = ggml_mul_mat(ctx, t.lora[L.lora[tg].a].w, x);
+            ax = ggml_scale(ctx, ax, t.scale);
+            y = ggml_add(ctx, y, ggml_mul_mat(ctx, t.lora[L.lora[tg].b].w, ax));
+        }
+        return y;
+    }
+
+    ggml_tensor * norm(ggml_tensor * x, ggml_tensor * w) {
+        return ggml_mul(ctx, ggml_rms_norm(ctx, x, t.hp.rms_eps), w);
+    }
+
+    ggml_tensor * rope(ggml_tensor * x, ggml_tensor * pos) {
+        const auto & hp = t.hp;
+        return ggml_rope_ext(ctx, x, pos, t.rope_freqs, hp.head_dim, hp.rope_mode, hp.n_ctx_orig,
+                             hp.rope_freq_base, hp.rope_freq_scale, /*ext_factor =*/ 0.0f,
+                             hp.rope_attn_factor, /*beta_fast =*/ 32.0f, /*beta_slow =*/ 1.0f);
+    }
+
+    ggml_tensor * layer_fwd(const layer & L, ggml_tensor * x, ggml_tensor * pos, ggml_tensor * mask) {
+        const auto & hp = t.hp;
+        const int hd = hp.head_dim;
+        ggml_tensor * cur = norm(x, L.attn_norm);
+
+        ggml_tensor * q = proj(L, T_Q, cur);
+        if (L.bq) q = ggml_add(ctx, q, L.bq);
+        ggml_tensor * k = proj(L, T_K, cur);
+        if (L.bk) k = ggml_add(ctx, k, L.bk);
+        ggml_tensor * v = proj(L, T_V, cur);
+        if (L.bv) v = ggml_add(ctx, v, L.bv);
+
+        q = ggml_reshape_3d(ctx, q, hd, hp.n_head, T);
+        k = ggml_reshape_3d(ctx, k, hd, hp.n_head_kv, T);
+        v = ggml_reshape_3d(ctx, v, hd, hp.n_head_kv, T);
+        if (L.q_norm) q = norm(q, L.q_norm);
+        if (L.k_norm) k = norm(k, L.k_norm);
+        q = rope(q, pos);
+        k = rope(k, pos);
+
+        // Attention without flash attention (it has no backward): [hd, T, heads] views,
+        // K·Q with GQA broadcast, masked softmax, then V (stored transposed) times the scores.
+        q = ggml_permute(ctx, q, 0, 2, 1, 3);
+        k = ggml_permute(ctx, k, 0, 2, 1, 3);
+        ggml_tensor * kq = ggml_mul_mat(ctx, k, q);                       // [T_k, T_q, n_head]
+        kq = ggml_soft_max_ext(ctx, kq, mask, hp.kq_scale, 0.0f);
+        ggml_tensor * vt = ggml_cont(ctx, ggml_permute(ctx, v, 1, 2, 0, 3)); // [T, hd, n_head_kv]
+        ggml_tensor * kqv = ggml_mul_mat(ctx, vt, kq);                    // [hd, T_q, n_head]
+        cur = ggml_permute(ctx, kqv, 0, 2, 1, 3);                         // [hd, n_head, T]
+        cur = ggml_cont_2d(ctx, cur, hd * hp.n_head, T);
+
+        cur = proj(L, T_O, cur);
+        if (L.bo) cur = ggml_add(ctx, cur, L.bo);
+        ggml_tensor * ffn_in = ggml_add(ctx, cur, x);
+
+        cur = norm(ffn_in, L.ffn_norm);
+        ggml_tensor * up = proj(L, T_UP, cur);
+        if (L.b_up) up = ggml_add(ctx, up, L.b_up);
+        ggml_tensor * gate = proj(L, T_GATE, cur);
+        if (L.b_gate) gate = ggml_add(ctx, gate, L.b_gate);
+        cur = ggml_swiglu_split(ctx, gate, up);
+        cur = proj(L, T_DOWN, cur);
+        if (L.b_down) cur = ggml_add(ctx, cur, L.b_down);
+        return ggml_add(ctx, cur, ffn_in);
+    }
+};
+
+} // namespace
+
+void build_graph(trainer & t, built_graph & bg, graph_kind kind, int T, int n_sel) {
+    const auto & hp = t.hp;
+    const size_t n_nodes = graph_nodes_max(t);
+    ggml_init_params ip = {ggml_tensor_overhead() * n_nodes * 2 + ggml_graph_overhead_custom(n_nodes, true), nullptr, true};
+    bg.ctx = ggml_init(ip);
+    if (!bg.ctx) throw train_error("out of memory");
+    ggml_context * ctx = bg.ctx;
+    bg.g = ggml_new_graph_custom(ctx, n_nodes, kind == G_TRAIN);
+
+    bg.tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);
+    ggml_set_name(bg.tokens, "tokens");
+    ggml_set_input(bg.tokens);
+    bg.pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);
+    ggml_set_name(bg.pos, "pos");
+    ggml_set_input(bg.pos);
+    bg.mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, T, T);
+    ggml_set_name(bg.mask, "mask");
+    ggml_set_input(bg.mask);
+
+    builder b{t, ctx, T};
+    ggml_tensor * x = ggml_get_rows(ctx, t.tok_embd, bg.tokens);
+    for (int il = 0; il < hp.n_layer; il++) x = b.layer_fwd(t.layers[il], x, bg.pos, bg.mask);
+    ggml_tensor * h = b.norm(x, t.out_norm);
+
+    if (kind == G_LOGITS) {
+        ggml_tensor * logits = ggml_mul_mat(ctx, t.output, h);
+        if (t.output_b) logits = ggml_add(ctx, logits, t.output_b);
+        ggml_set_output(logits);
+        bg.logits = logits;
+        ggml_build_forward_expand(bg.g, logits);
+        return;
+    }
+
+    // Only supervised rows reach the output head: cheaper, and the right normalisation
+    // (ggml's cross entropy averages over its rows; scaled back to a sum here).
+    bg.sel = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_sel);
+    ggml_set_name(bg.sel, "sel");
+    ggml_set_input(bg.sel);
+    bg.labels = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_vocab, n_sel);
+    ggml_set_name(bg.labels, "labels");
+    ggml_set_input(bg.labels);
+    ggml_tensor * hs = ggml_get_rows(ctx, h, bg.sel);
+    ggml_tensor * logits = ggml_mul_mat(ctx, t.output, hs);
+    if (t.output_b) logits = ggml_add(ctx, logits, t.output_b);
+    ggml_tensor * loss = ggml_scale(ctx, ggml_cross_entropy_loss(ctx, logits, bg.labels), (float)n_sel);
+    ggml_set_name(loss, "loss_sum");
+    ggml_set_output(loss);
+    bg.loss = loss;
+    ggml_build_forward_expand(bg.g, loss);
+    if (kind != G_TRAIN) return;
+
+    ggml_set_loss(loss);
+    std::unordered_map<const ggml_tensor *, ggml_tensor *> acc;
+    for (auto & lt : t.lora) acc[lt.w] = lt.grad;
+    const int n = ggml_graph_n_nodes(bg.g);
+    std::vector<ggml_tensor *> accs(n, nullptr);
+    for (int i = 0; i < n; i++) {
+        auto it = acc.find(ggml_graph_node(bg.g, i));
+        if (it != acc.end()) accs[i] = it->second;
+    }
+    ggml_build_backward_expand(ctx, bg.g, accs.data());
+    bg.loss_grad = ggml_graph_get_grad_acc(bg.g, loss);
+    ggml_set_input(bg.loss_grad);
+
+    // The graph allocator may run these backward ops in place over one of their inputs,
+    // but the CPU kernels overwrite the output before they are done reading that input
+    // (rms_norm_back re-reads its incoming gradient, soft_max_back its forward output).
+    // Outputs are never reused, which keeps those inputs intact.
+    for (int i = 0; i < ggml_graph_n_nodes(bg.g); i++) {
+        ggml_tensor * node = ggml_graph_node(bg.g, i);
+        if (node->op == GGML_OP_RMS_NORM_BACK) ggml_set_output(node->src[0]);
+        if (node->op == GGML_OP_SOFT_MAX_BACK) ggml_set_output(node->src[1]);
+    }
+}
+
+} // namespace conch_train

@@ -1,0 +1,266 @@
+// Trainer setup: frozen weights read from the base GGUF with gguf.h (dequantised to the
+// compute type), LoRA tensors created and initialised, backend buffers allocated.
+#include "train.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+#include "ggml-cpu.h"
+#include "gguf.h"
+
+namespace conch_train {
+
+const char * target_suffix(int tgt) {
+    static const char * names[T_COUNT] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    return names[tgt];
+}
+
+trainer::~trainer() {
+    if (galloc) ggml_gallocr_free(galloc);
+    if (buf_l) ggml_backend_buffer_free(buf_l);
+    if (buf_w) ggml_backend_buffer_free(buf_w);
+    if (ctx_l) ggml_free(ctx_l);
+    if (ctx_w) ggml_free(ctx_w);
+    if (backend) ggml_backend_free(backend);
+}
+
+namespace {
+
+struct gguf_deleter { void operator()(gguf_context * g) const { gguf_free(g); } };
+struct ggml_ctx_deleter { void operator()(ggml_context * c) const { ggml_free(c); } };
+struct file_closer { void operator()(FILE * f) const { fclose(f); } };
+
+// splitmix64: a small, well-mixed generator; one stream per LoRA tensor so the
+// initialisation of a tensor does not depend on which other targets are trained.
+struct rng {
+    uint64_t s;
+    uint64_t next() {
+        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+    float uniform() { return (float)(next() >> 40) * (1.0f / 16777216.0f); } // [0, 1)
+};
+
+// A frozen tensor to fill from the file once the buffer exists.
+struct pending {
+    ggml_tensor * dst;
+    int64_t src_id;
+};
+
+struct loader {
+    trainer & t;
+    std::unique_ptr<gguf_context, gguf_deleter> g;
+    std::unique_ptr<ggml_context, ggml_ctx_deleter> meta;
+    std::vector<pending> todo;
+
+    explicit loader(trainer & t) : t(t) {}
+
+    void open() {
+        ggml_context * m = nullptr;
+        gguf_init_params ip = {/*no_alloc =*/ true, /*ctx =*/ &m};
+        g.reset(gguf_init_from_file(t.p.model_path, ip));
+        if (!g) throw train_error(std::string("cannot read GGUF ") + t.p.model_path);
+        meta.reset(m);
+    }
+
+    ggml_tensor * src(const std::string & name) {
+        return ggml_get_tensor(meta.get(), name.c_str());
+    }
+
+    // Declares a frozen tensor in ctx_w with the file's shape and type `type`
+    // (GGML_TYPE_COUNT: keep the file's type). Returns null when optional and absent.
+    ggml_tensor * want(const std::string & name, ggml_type type, bool required) {
+        ggml_tensor * s = src(name);
+        if (!s) {
+            if (required) throw train_error("the model has no tensor " + name);
+            return nullptr;
+        }
+        if (type == GGML_TYPE_COUNT) type = s->type;
+        ggml_tensor * d = ggml_new_tensor(t.ctx_w, type, ggml_n_dims(s), s->ne);
+        ggml_set_name(d, name.c_str());
+        todo.push_back({d, gguf_find_tensor(g.get(), name.c_str())});
+        return d;
+    }
+
+    // Reads every declared tensor from the file into its backend buffer, converting rows
+    // in chunks so that host memory stays small next to the model.
+    void fill() {
+        std::unique_ptr<FILE, file_closer> f(fopen(t.p.model_path, "rb"));
+        if (!f) throw train_error(std::string("cannot open ") + t.p.model_path);
+        const size_t data_off = gguf_get_data_offset(g.get());
+        std::vector<uint8_t> raw;
+        std::vector<float> f32;
+        std::vector<uint8_t> conv;
+        for (const auto & p : todo) {
+            ggml_tensor * s = ggml_get_tensor(meta.get(), ggml_get_name(p.dst));
+            const ggml_type st = s->type, dt = p.dst->type;
+            const int64_t ne0 = s->ne[0], rows = ggml_nrows(s);
+            const size_t src_row = ggml_row_size(st, ne0), dst_row = ggml_row_size(dt, ne0);
+            const int64_t chunk = std::max<int64_t>(1, (int64_t)((32u << 20) / std::max(src_row, ne0 * sizeof(float))));
+            const size_t off = data_off + gguf_get_tensor_offset(g.get(), p.src_id);
+            const auto * tr_src = ggml_get_type_traits(st);
+            for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+                const int64_t nr = std::min(chunk, rows - r0);
+                raw.resize(nr * src_row);
+                if (fseeko(f.get(), (off_t)(off + r0 * src_row), SEEK_SET) != 0 ||
+                    fread(raw.data(), 1, raw.size(), f.get()) != raw.size()) {
+                    throw train_error(std::string("cannot read tensor ") + ggml_get_name(p.dst) + " from " + t.p.model_path);
+                }
+                const void * out = raw.data();
+                if (st != dt) {
+                    f32.resize(nr * ne0);
+                    if (st == GGML_TYPE_F32) {
+                        memcpy(f32.data(), raw.data(), f32.size() * sizeof(float));
+                    } else {
+                        if (!tr_src->to_float) throw train_error(std::string("cannot convert tensor type ") + ggml_type_name(st));
+                        tr_src->to_float(raw.data(), f32.data(), nr * ne0);
+                    }
+                    if (dt == GGML_TYPE_F32) {
+                        out = f32.data();
+                    } else {
+                        conv.resize(nr * dst_row);
+                        ggml_quantize_chunk(dt, f32.data(), conv.data(), 0, nr, ne0, nullptr);
+                        out = conv.data();
+                    }
+                }
+                ggml_backend_tensor_set(p.dst, out, r0 * dst_row, nr * dst_row);
+            }
+        }
+    }
+};
+
+// Types the embedding lookup can read on every backend we use; others become F32.
+bool embd_type_ok(ggml_type t) {
+    switch (t) {
+        case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16: case GGML_TYPE_Q8_0:
+        case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1:
+            return true;
+        default:
+            return false;
+    }
+}
+
+} // namespace
+
+static ggml_type compute_type(int ct) {
+    switch (ct) {
+        case CONCH_TRAIN_F16:  return GGML_TYPE_F16;
+        case CONCH_TRAIN_BF16: return GGML_TYPE_BF16;
+        case CONCH_TRAIN_Q8_0: return GGML_TYPE_Q8_0;
+        default:               return GGML_TYPE_F32;
+    }
+}
+
+void load_model(trainer & t) {
+    const auto & hp = t.hp;
+    t.wtype = compute_type(t.p.compute_type);
+    t.scale = t.p.alpha / (float)t.p.rank;
+
+    loader ld(t);
+    ld.open();
+
+    // Frozen tensors: 20 per layer at most, plus a few global ones.
+    const size_t n_w = 8 + (size_t)hp.n_layer * 24;
+    ggml_init_params ip = {ggml_tensor_overhead() * n_w, nullptr, /*no_alloc =*/ true};
+    t.ctx_w = ggml_init(ip);
+    if (!t.ctx_w) throw train_error("out of memory");
+
+    // Phase 1 keeps every frozen matrix in F32: ggml's backward of mul_mat is OUT_PROD,
+    // which only F32 runs everywhere. The embedding is only looked up, so it may stay
+    // in its file type unless it doubles as the output matrix.
+    const ggml_type lin = GGML_TYPE_F32;
+    const bool tied = ld.src("output.weight") == nullptr;
+    ggml_tensor * embd_src = ld.src("token_embd.weight");
+    if (!embd_src) throw train_error("the model has no tensor token_embd.weight");
+    const ggml_type et = (!tied && embd_type_ok(embd_src->type)) ? GGML_TYPE_COUNT : GGML_TYPE_F32;
+    t.tok_embd = ld.want("token_embd.weight", et, true);
+    t.out_norm = ld.want("output_norm.weight", GGML_TYPE_F32, true);
+    t.output   = tied ? t.tok_embd : ld.want("output.weight", lin, true);
+    t.output_b = ld.want("output.bias", GGML_TYPE_F32, false);
+    if (hp.arch == CONCH_TRAIN_LLAMA) t.rope_freqs = ld.want("rope_freqs.weight", GGML_TYPE_F32, false);
+
+    t.layers.resize(hp.n_layer);
+    for (int il = 0; il < hp.n_layer; il++) {
+        auto & L = t.layers[il];
+        auto nm = [&](const char * s, const char * suffix) { return "blk." + std::to_string(il) + "." + s + "." + suffix; };
+        L.attn_norm = ld.want(nm("attn_norm", "weight"), GGML_TYPE_F32, true);
+        L.ffn_norm  = ld.want(nm("ffn_norm", "weight"), GGML_TYPE_F32, true);
+        for (int tg = 0; tg < T_COUNT; tg++) L.w[tg] = ld.want(nm(target_suffix(tg), "weight"), lin, true);
+        L.bq = ld.want(nm("attn_q", "bias"), GGML_TYPE_F32, false);
+        L.bk = ld.want(nm("attn_k", "bias"), GGML_TYPE_F32, false);
+        L.bv = ld.want(nm("attn_v", "bias"), GGML_TYPE_F32, false);
+        if (hp.arch == CONCH_TRAIN_LLAMA) {
+            L.bo     = ld.want(nm("attn_output", "bias"), GGML_TYPE_F32, false);
+            L.b_gate = ld.want(nm("ffn_gate", "bias"), GGML_TYPE_F32, false);
+            L.b_up   = ld.want(nm("ffn_up", "bias"), GGML_TYPE_F32, false);
+            L.b_down = ld.want(nm("ffn_down", "bias"), GGML_TYPE_F32, false);
+        }
+        if (hp.arch == CONCH_TRAIN_QWEN3) {
+            L.q_norm = ld.want(nm("attn_q_norm", "weight"), GGML_TYPE_F32, true);
+            L.k_norm = ld.want(nm("attn_k_norm", "weight"), GGML_TYPE_F32, true);
+        }
+    }
+
+    // LoRA: A [n_in, r] and B [r, n_out] for every targeted projection, as llama.cpp's
+    // adapter loader expects them; plus a gradient accumulator of the same shape each.
+    const int r = t.p.rank;
+    size_t n_pairs = 0;
+    for (int tg = 0; tg < T_COUNT; tg++) if (t.p.targets & (1u << tg)) n_pairs++;
+    n_pairs *= hp.n_layer;
+    ggml_init_params lp = {ggml_tensor_overhead() * (n_pairs * 4 + 4), nullptr, true};
+    t.ctx_l = ggml_init(lp);
+    if (!t.ctx_l) throw train_error("out of memory");
+    for (int il = 0; il < hp.n_layer; il++) {
+        auto & L = t.layers[il];
+        for (int tg = 0; tg < T_COUNT; tg++) {
+            if (!(t.p.targets & (1u << tg))) continue;
+            const int64_t n_in = L.w[tg]->ne[0], n_out = L.w[tg]->ne[1];
+            const std::string base = "blk." + std::to_string(il) + "." + target_suffix(tg) + ".weight";
+            auto add = [&](const char * half, int64_t ne0, int64_t ne1) {
+                lora_tensor lt;
+                lt.name = base + half;
+                lt.w = ggml_new_tensor_2d(t.ctx_l, GGML_TYPE_F32, ne0, ne1);
+                ggml_set_name(lt.w, lt.name.c_str());
+                ggml_set_param(lt.w);
+                lt.grad = ggml_new_tensor_2d(t.ctx_l, GGML_TYPE_F32, ne0, ne1);
+                ggml_set_name(lt.grad, (lt.name + ".grad").c_str());
+                const size_t n = (size_t)(ne0 * ne1);
+                if (!t.measure) {
+                    lt.host.assign(n, 0.0f);
+                    lt.m.assign(n, 0.0f);
+                    lt.v.assign(n, 0.0f);
+                }
+                t.lora.push_back(std::move(lt));
+                return (int)t.lora.size() - 1;
+            };
+            L.lora[tg].a = add(".lora_a", n_in, r);
+            L.lora[tg].b = add(".lora_b", r, n_out);
+            L.has_lora[tg] = true;
+            if (!t.measure) {
+                // Like PEFT's kaiming_uniform_(a=sqrt(5)): U(-1/sqrt(n_in), 1/sqrt(n_in)); B = 0.
+                auto & A = t.lora[L.lora[tg].a];
+                rng g{t.p.seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(L.lora[tg].a + 1))};
+                g.next();
+                const float bound = 1.0f / std::sqrt((float)n_in);
+                for (auto & x : A.host) x = (2.0f * g.uniform() - 1.0f) * bound;
+            }
+        }
+    }
+
+    if (t.measure) return;
+
+    t.buf_w = ggml_backend_alloc_ctx_tensors(t.ctx_w, t.backend);
+    if (!t.buf_w) throw train_error("out of memory for the frozen weights");
+    ggml_backend_buffer_set_usage(t.buf_w, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    t.buf_l = ggml_backend_alloc_ctx_tensors(t.ctx_l, t.backend);
+    if (!t.buf_l) throw train_error("out of memory for the LoRA tensors");
+    ggml_backend_buffer_clear(t.buf_l, 0);
+    ld.fill();
+    for (size_t i = 0; i < t.lora.size(); i++) upload_lora(t, (int)i);
+}
+
+} // namespace conch_train

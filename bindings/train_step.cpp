@@ -1,0 +1,135 @@
+// Running the training graphs and the optimiser step.
+#include "train.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace conch_train {
+
+void upload_lora(trainer & t, int i) {
+    auto & lt = t.lora[i];
+    ggml_backend_tensor_set(lt.w, lt.host.data(), 0, lt.host.size() * sizeof(float));
+}
+
+void zero_grads(trainer & t) {
+    for (auto & lt : t.lora) ggml_backend_tensor_memset(lt.grad, 0, 0, ggml_nbytes(lt.grad));
+    t.n_acc = 0;
+    t.acc_dirty = false;
+}
+
+// Checks that the backend runs every node (an unsupported op would abort inside ggml),
+// then places the graph in the compute buffer.
+static void alloc_graph(trainer & t, built_graph & bg) {
+    for (int i = 0; i < ggml_graph_n_nodes(bg.g); i++) {
+        ggml_tensor * node = ggml_graph_node(bg.g, i);
+        if (node->op == GGML_OP_NONE || ggml_is_empty(node)) continue;
+        if (!ggml_backend_supports_op(t.backend, node)) {
+            throw train_error(std::string("the ") + ggml_backend_name(t.backend) + " backend cannot run " +
+                              ggml_op_desc(node) + " (" + ggml_type_name(node->src[0] ? node->src[0]->type : node->type) +
+                              ") needed for training");
+        }
+    }
+    if (!ggml_gallocr_alloc_graph(t.galloc, bg.g)) throw train_error("out of memory for the compute buffer");
+}
+
+static void set_common_inputs(built_graph & bg, const int32_t * tokens, int n) {
+    ggml_backend_tensor_set(bg.tokens, tokens, 0, n * sizeof(int32_t));
+    std::vector<int32_t> pos(n);
+    for (int i = 0; i < n; i++) pos[i] = i;
+    ggml_backend_tensor_set(bg.pos, pos.data(), 0, n * sizeof(int32_t));
+    // Causal mask: row q sees keys 0..q.
+    std::vector<float> mask((size_t)n * n);
+    for (int q = 0; q < n; q++)
+        for (int k = 0; k < n; k++) mask[(size_t)q * n + k] = k <= q ? 0.0f : -INFINITY;
+    ggml_backend_tensor_set(bg.mask, mask.data(), 0, mask.size() * sizeof(float));
+}
+
+static void compute(trainer & t, built_graph & bg) {
+    if (ggml_backend_graph_compute(t.backend, bg.g) != GGML_STATUS_SUCCESS) throw train_error("graph compute failed");
+}
+
+void run_loss(trainer & t, bool train, const int32_t * tokens, const int32_t * labels, int n, double * loss_sum, int * n_sup) {
+    std::vector<int32_t> sel, lab;
+    for (int i = 0; i < n; i++) {
+        if (labels[i] >= 0) {
+            sel.push_back(i);
+            lab.push_back(labels[i]);
+        }
+    }
+    *loss_sum = 0;
+    *n_sup = (int)sel.size();
+    if (sel.empty()) return;
+
+    built_graph bg;
+    build_graph(t, bg, train ? G_TRAIN : G_EVAL, n, (int)sel.size());
+    alloc_graph(t, bg);
+    set_common_inputs(bg, tokens, n);
+    ggml_backend_tensor_set(bg.sel, sel.data(), 0, sel.size() * sizeof(int32_t));
+    // One-hot labels, set element by element so no [vocab x rows] host copy is needed.
+    ggml_backend_tensor_memset(bg.labels, 0, 0, ggml_nbytes(bg.labels));
+    const float one = 1.0f;
+    const size_t V = (size_t)t.hp.n_vocab;
+    for (size_t j = 0; j < lab.size(); j++) ggml_backend_tensor_set(bg.labels, &one, (j * V + lab[j]) * sizeof(float), sizeof(float));
+    if (train) ggml_backend_tensor_set(bg.loss_grad, &one, 0, sizeof(float));
+    compute(t, bg);
+    float loss = 0;
+    ggml_backend_tensor_get(bg.loss, &loss, 0, sizeof(float));
+    *loss_sum = loss;
+    if (train) {
+        t.n_acc += (double)sel.size();
+        t.acc_dirty = true;
+    }
+}
+
+void run_logits(trainer & t, const int32_t * tokens, int n, float * out) {
+    built_graph bg;
+    build_graph(t, bg, G_LOGITS, n, 0);
+    alloc_graph(t, bg);
+    set_common_inputs(bg, tokens, n);
+    compute(t, bg);
+    ggml_backend_tensor_get(bg.logits, out, 0, ggml_nbytes(bg.logits));
+}
+
+// AdamW with decoupled weight decay and bias correction, in the order PyTorch applies it:
+//   g  = acc * clip / N                    (N: supervised tokens since the last step)
+//   m  = b1 m + (1-b1) g;   v = b2 v + (1-b2) g^2
+//   p  = p (1 - lr wd) - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
+double adamw_step(trainer & t, float lr, float wd, float max_norm) {
+    if (t.n_acc <= 0) return 0;
+    std::vector<std::vector<float>> g(t.lora.size());
+    double sq = 0;
+    for (size_t i = 0; i < t.lora.size(); i++) {
+        g[i].resize(t.lora[i].host.size());
+        ggml_backend_tensor_get(t.lora[i].grad, g[i].data(), 0, g[i].size() * sizeof(float));
+        for (float x : g[i]) sq += (double)x * (double)x;
+    }
+    const double norm = std::sqrt(sq) / t.n_acc;
+    double clip = 1.0;
+    if (max_norm > 0 && norm > max_norm) clip = max_norm / norm;
+    const float gscale = (float)(clip / t.n_acc);
+
+    t.step++;
+    const float b1 = t.p.beta1, b2 = t.p.beta2, eps = t.p.eps;
+    const float bc1 = (float)(1.0 - std::pow((double)b1, (double)t.step));
+    const float bc2 = (float)(1.0 - std::pow((double)b2, (double)t.step));
+    const float decay = 1.0f - lr * wd;
+    for (size_t i = 0; i < t.lora.size(); i++) {
+        auto & lt = t.lora[i];
+        const size_t n = lt.host.size();
+        float * p = lt.host.data(), * m = lt.m.data(), * v = lt.v.data();
+        const float * gi = g[i].data();
+        for (size_t j = 0; j < n; j++) {
+            const float gj = gi[j] * gscale;
+            m[j] = b1 * m[j] + (1.0f - b1) * gj;
+            v[j] = b2 * v[j] + (1.0f - b2) * (gj * gj);
+            const float mh = m[j] / bc1;
+            const float vh = v[j] / bc2;
+            p[j] = p[j] * decay - lr * (mh / (std::sqrt(vh) + eps));
+        }
+        upload_lora(t, (int)i);
+    }
+    zero_grads(t);
+    return norm;
+}
+
+} // namespace conch_train
