@@ -33,7 +33,9 @@ func (t *TextStream) Write(piece []byte) string {
 	}
 	t.pending = append(t.pending, piece...)
 	n := completePrefix(t.pending)
-	text := t.held + string(t.pending[:n])
+	// bytes that can no longer form a character (a lead byte followed by ASCII, say)
+	// become U+FFFD: callers only ever see valid UTF-8
+	text := t.held + strings.ToValidUTF8(string(t.pending[:n]), "\uFFFD")
 	t.pending = append(t.pending[:0], t.pending[n:]...)
 	return t.release(text)
 }
