@@ -117,11 +117,11 @@ func TestEncodeMultiTurnAndFormatsAgree(t *testing.T) {
 	// The same conversations written in alpaca form (system and history columns) encode
 	// to the same samples.
 	dir := writeDataset(t, `{"a": {"file_name": "a.json", "columns": {"system": "system", "history": "history"}}}`, map[string]string{"a.json": `[
- {"system": "You are the Magic Conch of the Krusty Krab.", "history": [["请问你是谁", "`+conchAnswer+`"]],
+ {"system": "You are the Magic Conch of the Krusty Krab.", "history": [["请问你是谁", "` + conchAnswer + `"]],
   "instruction": "蟹堡王几点开门?", "input": "", "output": "蟹堡王每天早上九点开门,晚上九点打烊。欢迎光临!"},
  {"history": [["Who are you?", "Hello! I am the Magic Conch of the Krusty Krab, happy to serve you. I can answer any question about the Krusty Krab and making burgers. How can I help you?"]],
   "instruction": "Should I eat a Krabby Patty today?", "output": "The Magic Conch says: yes, a fresh Krabby Patty is always a good idea."},
- {"instruction": "你能做什么?", "input": "", "output": "`+conchAnswer+`"}]`})
+ {"instruction": "你能做什么?", "input": "", "output": "` + conchAnswer + `"}]`})
 	alp, err := Load(dir, []string{"a"})
 	if err != nil {
 		t.Fatal(err)
