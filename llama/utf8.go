@@ -16,10 +16,11 @@ type TextStream struct {
 }
 
 // NewTextStream returns a stream that ends at the first of stops (none: never).
+// Stop strings that are not valid UTF-8 can never match whole characters and are ignored.
 func NewTextStream(stops []string) *TextStream {
 	var s []string
 	for _, x := range stops {
-		if x != "" {
+		if x != "" && utf8.ValidString(x) {
 			s = append(s, x)
 		}
 	}
