@@ -1,0 +1,185 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"math"
+	mrand "math/rand/v2"
+
+	"github.com/gin-gonic/gin"
+	"github.com/magicconch/conch/internal/engine"
+	"github.com/magicconch/conch/llama"
+)
+
+// options are the generation settings every endpoint shares, as the caller gave them
+// (nil: not given).
+type options struct {
+	MaxTokens        *int
+	Temperature      *float64
+	TopP             *float64
+	TopK             *int
+	MinP             *float64
+	Seed             *int64
+	PresencePenalty  *float64
+	FrequencyPenalty *float64
+	RepeatPenalty    *float64
+	Stop             []string
+	IgnoreEOS        bool
+}
+
+// Defaults when a request leaves a setting out (OpenAI's for temperature and top_p).
+const (
+	defaultTemperature = 1.0
+	maxStops           = 16
+	maxStopLen         = 256
+)
+
+// job is a validated request ready for the engine.
+type job struct {
+	model  string // public id, echoed in responses
+	prompt string // the prompt text (for echo)
+	req    engine.Request
+}
+
+// resolveModel maps a requested model id to an adapter name ("" for the base model).
+func (s *Server) resolveModel(e *engine.Engine, name string) (string, *apiError) {
+	if name == "" || name == s.cfg.ModelName {
+		return "", nil
+	}
+	if e.HasAdapter(name) {
+		return name, nil
+	}
+	return "", errModelNotFound(name)
+}
+
+// build validates o and fills in the engine request for prompt tokens toks.
+func (s *Server) build(e *engine.Engine, o options, toks []llama.Token, promptParam string) (engine.Request, *apiError) {
+	n := e.SlotCtx()
+	var r engine.Request
+	switch {
+	case len(toks) == 0:
+		return r, badRequest(promptParam, "the prompt is empty")
+	case len(toks) >= n:
+		return r, badRequest(promptParam, "the prompt is %d tokens, more than the context of %d allows", len(toks), n)
+	}
+	if o.MaxTokens != nil {
+		switch m := *o.MaxTokens; {
+		case m <= 0:
+			return r, badRequest("max_tokens", "must be at least 1, got %d", m)
+		case m > n:
+			return r, badRequest("max_tokens", "%d is larger than the context of %d tokens", m, n)
+		}
+		r.MaxTokens = *o.MaxTokens
+	} else if s.cfg.DefaultMaxTokens > 0 {
+		r.MaxTokens = s.cfg.DefaultMaxTokens
+	}
+	sp := llama.SamplerParams{Temperature: defaultTemperature}
+	if o.Temperature != nil {
+		if bad(*o.Temperature, 0, 2) {
+			return r, badRequest("temperature", "must be between 0 and 2, got %v", *o.Temperature)
+		}
+		sp.Temperature = float32(*o.Temperature)
+	}
+	if o.TopP != nil {
+		if bad(*o.TopP, 0, 1) {
+			return r, badRequest("top_p", "must be between 0 and 1, got %v", *o.TopP)
+		}
+		sp.TopP = float32(*o.TopP)
+	}
+	if o.TopK != nil {
+		if *o.TopK < 0 {
+			return r, badRequest("top_k", "must not be negative, got %d", *o.TopK)
+		}
+		sp.TopK = *o.TopK
+	}
+	if o.MinP != nil {
+		if bad(*o.MinP, 0, 1) {
+			return r, badRequest("min_p", "must be between 0 and 1, got %v", *o.MinP)
+		}
+		sp.MinP = float32(*o.MinP)
+	}
+	if o.PresencePenalty != nil {
+		if bad(*o.PresencePenalty, -2, 2) {
+			return r, badRequest("presence_penalty", "must be between -2 and 2, got %v", *o.PresencePenalty)
+		}
+		sp.PresencePenalty = float32(*o.PresencePenalty)
+	}
+	if o.FrequencyPenalty != nil {
+		if bad(*o.FrequencyPenalty, -2, 2) {
+			return r, badRequest("frequency_penalty", "must be between -2 and 2, got %v", *o.FrequencyPenalty)
+		}
+		sp.FrequencyPenalty = float32(*o.FrequencyPenalty)
+	}
+	if o.RepeatPenalty != nil {
+		if bad(*o.RepeatPenalty, 0, 10) {
+			return r, badRequest("repeat_penalty", "must be between 0 and 10, got %v", *o.RepeatPenalty)
+		}
+		sp.RepeatPenalty = float32(*o.RepeatPenalty)
+	}
+	if o.Seed != nil {
+		sp.Seed = uint32(*o.Seed)
+	} else {
+		sp.Seed = mrand.Uint32()
+	}
+	if len(o.Stop) > maxStops {
+		return r, badRequest("stop", "at most %d stop strings, got %d", maxStops, len(o.Stop))
+	}
+	for _, st := range o.Stop {
+		if len(st) > maxStopLen {
+			return r, badRequest("stop", "a stop string is longer than %d bytes", maxStopLen)
+		}
+	}
+	r.Prompt, r.Sampler, r.Stop, r.IgnoreEOS = toks, sp, o.Stop, o.IgnoreEOS
+	return r, nil
+}
+
+func bad(v, lo, hi float64) bool { return math.IsNaN(v) || v < lo || v > hi }
+
+// submit hands the job to the engine; on failure it has answered the request.
+func (s *Server) submit(c *gin.Context, ctx context.Context, e *engine.Engine, j *job, promptParam string) *engine.Stream {
+	st, err := e.Submit(ctx, j.req)
+	if err != nil {
+		abort(c, submitError(c, err, promptParam))
+		return nil
+	}
+	return st
+}
+
+// account records a finished request's tokens in the metrics.
+func (s *Server) account(model string, res engine.Result) {
+	s.metrics.promptTokens.WithLabelValues(model).Add(float64(res.PromptTokens))
+	s.metrics.genTokens.WithLabelValues(model).Add(float64(res.Tokens))
+}
+
+// settle waits for the engine to end st (it does promptly once the request's context is
+// cancelled) and counts its tokens; for requests whose client went away.
+func (s *Server) settle(model string, st *engine.Stream) {
+	_, res, _ := st.Wait(context.Background())
+	s.account(model, res)
+}
+
+// pump feeds the stream's text to emit until the end; it returns the result, or the
+// request context's error when the client went away.
+func pump(ctx context.Context, st *engine.Stream, emit func(string) error) (engine.Result, error) {
+	for {
+		text, done := st.Next(ctx)
+		if text != "" {
+			if err := emit(text); err != nil {
+				return engine.Result{}, err
+			}
+		}
+		if done {
+			return st.Result()
+		}
+		if ctx.Err() != nil {
+			return engine.Result{}, ctx.Err()
+		}
+	}
+}
+
+func newID(prefix string) string {
+	var b [12]byte
+	rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}

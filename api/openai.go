@@ -1,0 +1,286 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/magicconch/conch/internal/engine"
+	"github.com/magicconch/conch/llama"
+)
+
+const fingerprint = "conch"
+
+func (s *Server) modelID(adapter string) string {
+	if adapter == "" {
+		return s.cfg.ModelName
+	}
+	return adapter
+}
+
+func (s *Server) listModels(c *gin.Context) {
+	e := s.ready(c)
+	if e == nil {
+		return
+	}
+	list := modelList{Object: "list", Data: []modelCard{{ID: s.cfg.ModelName, Object: "model", Created: s.created.Load(), OwnedBy: "conch"}}}
+	for _, a := range e.Adapters() {
+		list.Data = append(list.Data, modelCard{ID: a, Object: "model", Created: s.created.Load(), OwnedBy: "conch"})
+	}
+	c.JSON(http.StatusOK, list)
+}
+
+func (s *Server) getModel(c *gin.Context) {
+	e := s.ready(c)
+	if e == nil {
+		return
+	}
+	id := c.Param("model")
+	if _, err := s.resolveModel(e, id); err != nil || id == "" {
+		abort(c, errModelNotFound(id))
+		return
+	}
+	c.JSON(http.StatusOK, modelCard{ID: id, Object: "model", Created: s.created.Load(), OwnedBy: "conch"})
+}
+
+// chatMessages validates the chat and converts it for the template.
+func chatMessages(in []chatMessage) ([]llama.Message, *apiError) {
+	if len(in) == 0 {
+		return nil, badRequest("messages", "at least one message is required")
+	}
+	out := make([]llama.Message, 0, len(in))
+	for i, m := range in {
+		role := m.Role
+		switch role {
+		case "system", "user", "assistant":
+		case "developer": // OpenAI's newer name for system
+			role = "system"
+		case "":
+			return nil, badRequest(fmt.Sprintf("messages[%d].role", i), "missing")
+		default:
+			return nil, badRequest(fmt.Sprintf("messages[%d].role", i), "unsupported role %q (system, user, assistant)", m.Role)
+		}
+		if m.Content.Null && role != "assistant" {
+			return nil, badRequest(fmt.Sprintf("messages[%d].content", i), "missing")
+		}
+		out = append(out, llama.Message{Role: role, Content: m.Content.Text})
+	}
+	return out, nil
+}
+
+func (s *Server) chatCompletions(c *gin.Context) {
+	e := s.ready(c)
+	if e == nil {
+		return
+	}
+	var body chatRequest
+	if err := decodeJSON(c, &body); err != nil {
+		abort(c, err)
+		return
+	}
+	if body.MaxTokens == nil {
+		body.MaxTokens = body.MaxCompletionTokens
+	}
+	o, aerr := body.options()
+	if aerr != nil {
+		abort(c, aerr)
+		return
+	}
+	adapter, aerr := s.resolveModel(e, body.Model)
+	if aerr != nil {
+		abort(c, aerr)
+		return
+	}
+	msgs, aerr := chatMessages(body.Messages)
+	if aerr != nil {
+		abort(c, aerr)
+		return
+	}
+	text, err := s.renderer(e).render(msgs)
+	if err != nil {
+		abort(c, badRequest("messages", "%v", err))
+		return
+	}
+	toks, err := tokenize(e.Model(), text)
+	if err != nil {
+		abort(c, badRequest("messages", "%v", err))
+		return
+	}
+	req, aerr := s.build(e, o, toks, "messages")
+	if aerr != nil {
+		abort(c, aerr)
+		return
+	}
+	req.Adapter = adapter
+	model := s.modelID(adapter)
+	ctx, cancel := context.WithCancel(c.Request.Context())
+	defer cancel()
+	st := s.submit(c, ctx, e, &job{model: model, req: req}, "messages")
+	if st == nil {
+		return
+	}
+	id, created := newID("chatcmpl-"), time.Now().Unix()
+	if !body.Stream {
+		out, res, err := st.Wait(ctx)
+		if err != nil {
+			cancel()
+			s.settle(model, st)
+			if c.Request.Context().Err() == nil {
+				abort(c, runError(err))
+			}
+			return
+		}
+		s.account(model, res)
+		c.JSON(http.StatusOK, chatResponse{
+			ID: id, Object: "chat.completion", Created: created, Model: model, SystemFingerprint: fingerprint,
+			Choices: []chatChoice{{Message: chatResponseMessage{Role: "assistant", Content: out}, FinishReason: res.FinishReason}},
+			Usage:   usageOf(res),
+		})
+		return
+	}
+	w := newSSE(c)
+	chunk := func(d chatDelta, finish *string) chatChunk {
+		return chatChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: model, SystemFingerprint: fingerprint,
+			Choices: []chatChunkChoice{{Delta: d, FinishReason: finish}}}
+	}
+	empty := ""
+	if w.send("", chunk(chatDelta{Role: "assistant", Content: &empty}, nil)) != nil {
+		cancel()
+		s.settle(model, st)
+		return
+	}
+	res, err := pump(ctx, st, func(t string) error { return w.send("", chunk(chatDelta{Content: &t}, nil)) })
+	if err != nil {
+		s.streamFailed(c, w, cancel, err, model, st)
+		return
+	}
+	s.account(model, res)
+	reason := res.FinishReason
+	w.send("", chunk(chatDelta{}, &reason))
+	if body.includeUsage() {
+		u := usageOf(res)
+		w.send("", chatChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: model,
+			SystemFingerprint: fingerprint, Choices: []chatChunkChoice{}, Usage: &u})
+	}
+	w.raw("", []byte("[DONE]"))
+}
+
+// streamFailed ends an OpenAI stream after an error: the error as a data event (the
+// official clients raise it), unless the client is gone.
+func (s *Server) streamFailed(c *gin.Context, w *sse, cancel context.CancelFunc, err error, model string, st *engine.Stream) {
+	cancel()
+	if c.Request.Context().Err() == nil {
+		w.send("", errorBody{runError(err)})
+	}
+	s.settle(model, st)
+}
+
+func (s *Server) completions(c *gin.Context) {
+	e := s.ready(c)
+	if e == nil {
+		return
+	}
+	var body completionRequest
+	if err := decodeJSON(c, &body); err != nil {
+		abort(c, err)
+		return
+	}
+	o, aerr := body.options()
+	if aerr != nil {
+		abort(c, aerr)
+		return
+	}
+	adapter, aerr := s.resolveModel(e, body.Model)
+	if aerr != nil {
+		abort(c, aerr)
+		return
+	}
+	if !body.Prompt.Set {
+		abort(c, badRequest("prompt", "missing"))
+		return
+	}
+	var toks []llama.Token
+	prompt := body.Prompt.Text
+	if body.Prompt.Tokens != nil {
+		nv := int64(e.Model().VocabSize())
+		for _, t := range body.Prompt.Tokens {
+			if t < 0 || t >= nv {
+				abort(c, badRequest("prompt", "token id %d is outside the vocabulary (0..%d)", t, nv-1))
+				return
+			}
+			toks = append(toks, llama.Token(t))
+		}
+		prompt = e.Model().Detokenize(toks, false, true)
+	} else {
+		if prompt == "" {
+			abort(c, badRequest("prompt", "the prompt is empty"))
+			return
+		}
+		var err error
+		if toks, err = tokenize(e.Model(), prompt); err != nil {
+			abort(c, badRequest("prompt", "%v", err))
+			return
+		}
+	}
+	req, aerr := s.build(e, o, toks, "prompt")
+	if aerr != nil {
+		abort(c, aerr)
+		return
+	}
+	req.Adapter = adapter
+	model := s.modelID(adapter)
+	ctx, cancel := context.WithCancel(c.Request.Context())
+	defer cancel()
+	st := s.submit(c, ctx, e, &job{model: model, req: req}, "prompt")
+	if st == nil {
+		return
+	}
+	prefix := ""
+	if body.Echo {
+		prefix = prompt
+	}
+	id, created := newID("cmpl-"), time.Now().Unix()
+	resp := func(text string, finish *string, u *usage) completionResponse {
+		return completionResponse{ID: id, Object: "text_completion", Created: created, Model: model, SystemFingerprint: fingerprint,
+			Choices: []completionChoice{{Text: text, FinishReason: finish}}, Usage: u}
+	}
+	if !body.Stream {
+		out, res, err := st.Wait(ctx)
+		if err != nil {
+			cancel()
+			s.settle(model, st)
+			if c.Request.Context().Err() == nil {
+				abort(c, runError(err))
+			}
+			return
+		}
+		s.account(model, res)
+		u := usageOf(res)
+		c.JSON(http.StatusOK, resp(prefix+out, &res.FinishReason, &u))
+		return
+	}
+	w := newSSE(c)
+	if prefix != "" && w.send("", resp(prefix, nil, nil)) != nil {
+		cancel()
+		s.settle(model, st)
+		return
+	}
+	res, err := pump(ctx, st, func(t string) error { return w.send("", resp(t, nil, nil)) })
+	if err != nil {
+		s.streamFailed(c, w, cancel, err, model, st)
+		return
+	}
+	s.account(model, res)
+	reason := res.FinishReason
+	final := resp("", &reason, nil)
+	if body.includeUsage() {
+		u := usageOf(res)
+		w.send("", final)
+		final = completionResponse{ID: id, Object: "text_completion", Created: created, Model: model,
+			SystemFingerprint: fingerprint, Choices: []completionChoice{}, Usage: &u}
+	}
+	w.send("", final)
+	w.raw("", []byte("[DONE]"))
+}

@@ -1,0 +1,314 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"unicode/utf8"
+)
+
+func chatBody(content string, extra map[string]any) map[string]any {
+	b := map[string]any{"model": "conch", "messages": []map[string]any{{"role": "user", "content": content}}, "temperature": 0, "max_tokens": 16}
+	for k, v := range extra {
+		b[k] = v
+	}
+	return b
+}
+
+func TestChatCompletion(t *testing.T) {
+	d := startDaemon(t, daemonOpts{})
+	r := d.do("POST", "/v1/chat/completions", chatBody("请问你是谁", nil))
+	if r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	var resp chatResponse
+	r.json(t, &resp)
+	if !strings.HasPrefix(resp.ID, "chatcmpl-") || resp.Object != "chat.completion" || resp.Model != "conch" || resp.Created == 0 ||
+		len(resp.Choices) != 1 || resp.Choices[0].Message.Role != "assistant" || resp.Choices[0].Message.Content == "" ||
+		(resp.Choices[0].FinishReason != "stop" && resp.Choices[0].FinishReason != "length") ||
+		resp.Usage.CompletionTokens == 0 || resp.Usage.TotalTokens != resp.Usage.PromptTokens+resp.Usage.CompletionTokens {
+		t.Fatalf("bad response %s", r.body)
+	}
+	// The same chat through /generate (same template) gives the same answer.
+	var g generateResponse
+	d.get("/generate", greedy("请问你是谁", "16")).json(t, &g)
+	if g.GenerateText != resp.Choices[0].Message.Content {
+		t.Fatalf("chat %q != generate %q", resp.Choices[0].Message.Content, g.GenerateText)
+	}
+	// content as an array of text parts, a system message, max_completion_tokens
+	r = d.do("POST", "/v1/chat/completions", map[string]any{
+		"messages": []map[string]any{
+			{"role": "system", "content": "你是海螺"},
+			{"role": "user", "content": []map[string]any{{"type": "text", "text": "请问"}, {"type": "text", "text": "你是谁"}}},
+		},
+		"max_completion_tokens": 3, "temperature": 0, "ignore_eos": true,
+	})
+	var r2 chatResponse
+	r.json(t, &r2)
+	if r.status != 200 || r2.Usage.CompletionTokens != 3 || r2.Choices[0].FinishReason != "length" || r2.Usage.PromptTokens <= resp.Usage.PromptTokens {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+}
+
+func TestChatCompletionStream(t *testing.T) {
+	d := startDaemon(t, daemonOpts{})
+	var whole chatResponse
+	d.do("POST", "/v1/chat/completions", chatBody("你好", map[string]any{"max_tokens": 40})).json(t, &whole)
+	resp := d.stream(context.Background(), "POST", "/v1/chat/completions",
+		chatBody("你好", map[string]any{"max_tokens": 40, "stream": true, "stream_options": map[string]any{"include_usage": true}}))
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("%d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	evs := readSSE(t, resp.Body)
+	if n := len(evs); n < 4 || evs[n-1].data != "[DONE]" {
+		t.Fatalf("stream does not end with [DONE]: %+v", evs)
+	}
+	var text strings.Builder
+	var id string
+	var finish string
+	var gotUsage *usage
+	for i, ev := range evs[:len(evs)-1] {
+		if ev.name != "" || !utf8.ValidString(ev.data) {
+			t.Fatalf("event %d: %+v", i, ev)
+		}
+		var c chatChunk
+		if err := json.Unmarshal([]byte(ev.data), &c); err != nil {
+			t.Fatal(err)
+		}
+		if c.Object != "chat.completion.chunk" || c.Model != "conch" || (id != "" && c.ID != id) {
+			t.Fatalf("chunk %d: %s", i, ev.data)
+		}
+		id = c.ID
+		if c.Usage != nil {
+			if len(c.Choices) != 0 || i != len(evs)-2 {
+				t.Fatalf("usage chunk must be last and have no choices: %s", ev.data)
+			}
+			gotUsage = c.Usage
+			continue
+		}
+		if len(c.Choices) != 1 {
+			t.Fatalf("chunk %d has %d choices", i, len(c.Choices))
+		}
+		ch := c.Choices[0]
+		if i == 0 && ch.Delta.Role != "assistant" {
+			t.Fatalf("first chunk has no role: %s", ev.data)
+		}
+		if ch.Delta.Content != nil {
+			text.WriteString(*ch.Delta.Content)
+		}
+		if ch.FinishReason != nil {
+			if finish != "" {
+				t.Fatal("two finish reasons")
+			}
+			finish = *ch.FinishReason
+		}
+	}
+	want := whole.Choices[0]
+	if text.String() != want.Message.Content || finish != want.FinishReason || gotUsage == nil || *gotUsage != whole.Usage {
+		t.Fatalf("streamed %q (%s, %+v), whole %q (%s, %+v)", text.String(), finish, gotUsage, want.Message.Content, want.FinishReason, whole.Usage)
+	}
+}
+
+func TestCompletions(t *testing.T) {
+	d := startDaemon(t, daemonOpts{})
+	body := map[string]any{"model": "conch", "prompt": "Once upon a time", "max_tokens": 10, "temperature": 0, "ignore_eos": true}
+	var c completionResponse
+	r := d.do("POST", "/v1/completions", body)
+	r.json(t, &c)
+	if r.status != 200 || c.Object != "text_completion" || len(c.Choices) != 1 || c.Choices[0].Text == "" ||
+		c.Choices[0].FinishReason == nil || *c.Choices[0].FinishReason != "length" || c.Usage == nil || c.Usage.CompletionTokens != 10 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	// /v1/completions sends the prompt as is, like /generate?raw=true
+	var g generateResponse
+	q := greedy("Once upon a time", "10")
+	q.Set("raw", "true")
+	q.Set("ignore_eos", "true")
+	d.get("/generate", q).json(t, &g)
+	if g.GenerateText != c.Choices[0].Text {
+		t.Fatalf("completion %q != raw generate %q", c.Choices[0].Text, g.GenerateText)
+	}
+	// prompt as [string] and as token ids; echo
+	toks, _ := tokenize(tinyQwen(t), "Once upon a time")
+	for _, p := range []any{[]string{"Once upon a time"}, toks} {
+		body["prompt"], body["echo"] = p, true
+		var e completionResponse
+		d.do("POST", "/v1/completions", body).json(t, &e)
+		if len(e.Choices) != 1 || e.Choices[0].Text != "Once upon a time"+c.Choices[0].Text {
+			t.Fatalf("prompt %v: %+v", p, e)
+		}
+	}
+	// streaming: text pieces, a finish chunk, [DONE]
+	body["prompt"], body["echo"], body["stream"] = "Once upon a time", false, true
+	resp := d.stream(context.Background(), "POST", "/v1/completions", body)
+	evs := readSSE(t, resp.Body)
+	resp.Body.Close()
+	var text strings.Builder
+	for _, ev := range evs[:len(evs)-1] {
+		var ch completionResponse
+		if err := json.Unmarshal([]byte(ev.data), &ch); err != nil || len(ch.Choices) != 1 {
+			t.Fatalf("chunk %q: %v", ev.data, err)
+		}
+		text.WriteString(ch.Choices[0].Text)
+	}
+	if evs[len(evs)-1].data != "[DONE]" || text.String() != c.Choices[0].Text {
+		t.Fatalf("streamed %q, want %q", text.String(), c.Choices[0].Text)
+	}
+}
+
+func TestModels(t *testing.T) {
+	d := startDaemon(t, daemonOpts{acfg: Config{ModelName: "magic-conch"}})
+	var list modelList
+	d.get("/v1/models", nil).json(t, &list)
+	if list.Object != "list" || len(list.Data) != 1 || list.Data[0].ID != "magic-conch" || list.Data[0].Object != "model" {
+		t.Fatalf("%+v", list)
+	}
+	if r := d.get("/v1/models/magic-conch", nil); r.status != 200 {
+		t.Fatalf("%d", r.status)
+	}
+	if r := d.get("/v1/models/gpt-4", nil); r.status != 404 || r.apiErr(t).Code != "model_not_found" {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	// the base model answers to its name and to no name at all; others are 404
+	for model, status := range map[string]int{"magic-conch": 200, "": 200, "gpt-4": 404} {
+		b := chatBody("hi", map[string]any{"model": model, "max_tokens": 2})
+		if r := d.do("POST", "/v1/chat/completions", b); r.status != status {
+			t.Errorf("model %q: %d %s", model, r.status, r.body)
+		} else if status == 404 && r.apiErr(t).Param != "model" {
+			t.Errorf("model %q: error does not name the field", model)
+		}
+	}
+}
+
+func TestOpenAIBadRequests(t *testing.T) {
+	d := startDaemon(t, daemonOpts{acfg: Config{MaxBody: 4096}})
+	msgs := `"messages":[{"role":"user","content":"hi"}]`
+	long := strings.Repeat("海螺 ", 300)
+	cases := []struct {
+		path, body string
+		status     int
+		param      string // "" when the error concerns the whole body
+	}{
+		{"chat", `{`, 400, ""},
+		{"chat", `not json`, 400, ""},
+		{"chat", ``, 400, ""},
+		{"chat", `[1,2]`, 400, ""},
+		{"chat", `{"messages":[]}`, 400, "messages"},
+		{"chat", `{}`, 400, "messages"},
+		{"chat", `{"messages":"hi"}`, 400, "messages"},
+		{"chat", `{"messages":[{"role":"wizard","content":"hi"}]}`, 400, "messages[0].role"},
+		{"chat", `{"messages":[{"role":"user","content":null}]}`, 400, "messages[0].content"},
+		{"chat", `{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, 400, "messages.content"},
+		{"chat", `{` + msgs + `,"max_tokens":"ten"}`, 400, "max_tokens"},
+		{"chat", `{` + msgs + `,"max_tokens":1.5}`, 400, "max_tokens"},
+		{"chat", `{` + msgs + `,"max_tokens":0}`, 400, "max_tokens"},
+		{"chat", `{` + msgs + `,"max_tokens":100000}`, 400, "max_tokens"},
+		{"chat", `{` + msgs + `,"temperature":"hot"}`, 400, "temperature"},
+		{"chat", `{` + msgs + `,"temperature":2.5}`, 400, "temperature"},
+		{"chat", `{` + msgs + `,"top_p":-1}`, 400, "top_p"},
+		{"chat", `{` + msgs + `,"n":2}`, 400, "n"},
+		{"chat", `{` + msgs + `,"stream":"yes"}`, 400, "stream"},
+		{"chat", `{` + msgs + `,"stop":5}`, 400, "stop"},
+		{"chat", `{` + msgs + `,"frequency_penalty":3}`, 400, "frequency_penalty"},
+		{"chat", `{` + msgs + `,"seed":"x"}`, 400, "seed"},
+		{"chat", `{` + msgs + `,"model":"nope"}`, 404, "model"},
+		{"chat", `{"messages":[{"role":"user","content":"` + long + `"}]}`, 400, "messages"},
+		{"chat", `{"messages":[{"role":"user","content":"` + strings.Repeat("x", 5000) + `"}]}`, 413, ""},
+		{"completions", `{"prompt":""}`, 400, "prompt"},
+		{"completions", `{}`, 400, "prompt"},
+		{"completions", `{"prompt":["a","b"]}`, 400, "prompt"},
+		{"completions", `{"prompt":[999999999]}`, 400, "prompt"},
+		{"completions", `{"prompt":{"x":1}}`, 400, "prompt"},
+		{"completions", `{"prompt":"hi","max_tokens":-1}`, 400, "max_tokens"},
+		{"completions", `{"prompt":"hi","logprobs":true}`, 400, "logprobs"},
+		{"completions", `{"prompt":"hi"} {"again":1}`, 400, ""},
+	}
+	for _, c := range cases {
+		r := d.do("POST", "/v1/"+map[string]string{"chat": "chat/completions", "completions": "completions"}[c.path], c.body)
+		name := fmt.Sprintf("%s %.60s", c.path, c.body)
+		if r.status != c.status {
+			t.Errorf("%s: status %d, want %d: %s", name, r.status, c.status, r.body)
+			continue
+		}
+		e := r.apiErr(t)
+		if e.Param != c.param {
+			t.Errorf("%s: param %q, want %q (%s)", name, e.Param, c.param, e.Message)
+		}
+	}
+	// unknown fields are ignored (clients send many)
+	if r := d.do("POST", "/v1/chat/completions", `{`+msgs+`,"max_tokens":2,"tools":[],"whatever":{"a":[1]}}`); r.status != 200 {
+		t.Fatalf("unknown fields: %d %s", r.status, r.body)
+	}
+}
+
+func TestAuth(t *testing.T) {
+	d := startDaemon(t, daemonOpts{acfg: Config{APIKeys: []string{"sk-one", "sk-two"}}})
+	body := chatBody("hi", map[string]any{"max_tokens": 2})
+	for _, c := range []struct {
+		hdr    []string
+		status int
+	}{
+		{nil, 401},
+		{[]string{"Authorization", "Bearer wrong"}, 401},
+		{[]string{"Authorization", "Basic c2stb25lOg=="}, 401},
+		{[]string{"Authorization", "Bearer sk-one"}, 200},
+		{[]string{"Authorization", "Bearer sk-two"}, 200},
+	} {
+		r := d.do("POST", "/v1/chat/completions", body, c.hdr...)
+		if r.status != c.status {
+			t.Errorf("%v: %d, want %d", c.hdr, r.status, c.status)
+		}
+		if c.status == 401 && (r.apiErr(t).Type != typeAuth || r.header.Get("WWW-Authenticate") == "") {
+			t.Errorf("%v: bad 401 %s", c.hdr, r.body)
+		}
+		if g := d.get("/generate", greedy("hi", "2"), c.hdr...); g.status != c.status {
+			t.Errorf("/generate %v: %d, want %d", c.hdr, g.status, c.status)
+		}
+		if m := d.get("/v1/models", nil, c.hdr...); m.status != c.status {
+			t.Errorf("/v1/models %v: %d, want %d", c.hdr, m.status, c.status)
+		}
+	}
+	// health, metrics and docs stay open for probes and people
+	for _, p := range []string{"/healthz", "/metrics", "/docs", "/openapi.json"} {
+		if r := d.get(p, nil); r.status != 200 {
+			t.Errorf("%s: %d", p, r.status)
+		}
+	}
+}
+
+// Concurrent clients each get the answer they would get alone.
+func TestConcurrentClients(t *testing.T) {
+	d := startDaemon(t, daemonOpts{})
+	prompts := []string{"你好", "请问你是谁", "讲个故事", "Hello there", "1+1=?", "海螺"}
+	want := make([]string, len(prompts))
+	for i, p := range prompts {
+		var r chatResponse
+		d.do("POST", "/v1/chat/completions", chatBody(p, map[string]any{"max_tokens": 24})).json(t, &r)
+		want[i] = r.Choices[0].Message.Content
+	}
+	for round := range 2 {
+		var wg sync.WaitGroup
+		got := make([]string, len(prompts))
+		for i, p := range prompts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var r chatResponse
+				d.do("POST", "/v1/chat/completions", chatBody(p, map[string]any{"max_tokens": 24})).json(t, &r)
+				if len(r.Choices) == 1 {
+					got[i] = r.Choices[0].Message.Content
+				}
+			}()
+		}
+		wg.Wait()
+		for i := range prompts {
+			if got[i] != want[i] {
+				t.Errorf("round %d, %q: concurrent %q, alone %q", round, prompts[i], got[i], want[i])
+			}
+		}
+	}
+}

@@ -1,0 +1,149 @@
+package api
+
+import "github.com/magicconch/conch/internal/engine"
+
+// Wire types of the OpenAI-compatible API (the subset conchd implements).
+
+type usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+func usageOf(r engine.Result) usage {
+	return usage{PromptTokens: r.PromptTokens, CompletionTokens: r.Tokens, TotalTokens: r.PromptTokens + r.Tokens}
+}
+
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+// samplingFields are the request fields /v1/chat/completions and /v1/completions share.
+type samplingFields struct {
+	Model            string         `json:"model"`
+	Stream           bool           `json:"stream"`
+	StreamOptions    *streamOptions `json:"stream_options"`
+	MaxTokens        *int           `json:"max_tokens"`
+	Temperature      *float64       `json:"temperature"`
+	TopP             *float64       `json:"top_p"`
+	TopK             *int           `json:"top_k"`
+	MinP             *float64       `json:"min_p"`
+	N                *int           `json:"n"`
+	Stop             stopList       `json:"stop"`
+	Seed             *int64         `json:"seed"`
+	PresencePenalty  *float64       `json:"presence_penalty"`
+	FrequencyPenalty *float64       `json:"frequency_penalty"`
+	RepeatPenalty    *float64       `json:"repeat_penalty"`
+	IgnoreEOS        bool           `json:"ignore_eos"`
+	Logprobs         *bool          `json:"logprobs"`
+	User             string         `json:"user"`
+}
+
+func (f *samplingFields) options() (options, *apiError) {
+	if f.N != nil && *f.N != 1 {
+		return options{}, badRequest("n", "only n=1 is supported, got %d", *f.N)
+	}
+	if f.Logprobs != nil && *f.Logprobs {
+		return options{}, badRequest("logprobs", "log probabilities are not supported")
+	}
+	return options{
+		MaxTokens: f.MaxTokens, Temperature: f.Temperature, TopP: f.TopP, TopK: f.TopK, MinP: f.MinP,
+		Seed: f.Seed, PresencePenalty: f.PresencePenalty, FrequencyPenalty: f.FrequencyPenalty,
+		RepeatPenalty: f.RepeatPenalty, Stop: f.Stop, IgnoreEOS: f.IgnoreEOS,
+	}, nil
+}
+
+func (f *samplingFields) includeUsage() bool {
+	return f.StreamOptions != nil && f.StreamOptions.IncludeUsage
+}
+
+type chatMessage struct {
+	Role    string         `json:"role"`
+	Content messageContent `json:"content"`
+	Name    string         `json:"name"`
+}
+
+type chatRequest struct {
+	samplingFields
+	Messages            []chatMessage `json:"messages"`
+	MaxCompletionTokens *int          `json:"max_completion_tokens"`
+}
+
+type completionRequest struct {
+	samplingFields
+	Prompt promptInput `json:"prompt"`
+	Echo   bool        `json:"echo"`
+}
+
+type chatResponseMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+type chatChoice struct {
+	Index        int                 `json:"index"`
+	Message      chatResponseMessage `json:"message"`
+	Logprobs     any                 `json:"logprobs"`
+	FinishReason string              `json:"finish_reason"`
+}
+
+type chatResponse struct {
+	ID                string       `json:"id"`
+	Object            string       `json:"object"`
+	Created           int64        `json:"created"`
+	Model             string       `json:"model"`
+	SystemFingerprint string       `json:"system_fingerprint"`
+	Choices           []chatChoice `json:"choices"`
+	Usage             usage        `json:"usage"`
+}
+
+type chatDelta struct {
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
+}
+
+type chatChunkChoice struct {
+	Index        int       `json:"index"`
+	Delta        chatDelta `json:"delta"`
+	Logprobs     any       `json:"logprobs"`
+	FinishReason *string   `json:"finish_reason"`
+}
+
+type chatChunk struct {
+	ID                string            `json:"id"`
+	Object            string            `json:"object"`
+	Created           int64             `json:"created"`
+	Model             string            `json:"model"`
+	SystemFingerprint string            `json:"system_fingerprint"`
+	Choices           []chatChunkChoice `json:"choices"`
+	Usage             *usage            `json:"usage,omitempty"`
+}
+
+type completionChoice struct {
+	Text         string  `json:"text"`
+	Index        int     `json:"index"`
+	Logprobs     any     `json:"logprobs"`
+	FinishReason *string `json:"finish_reason"`
+}
+
+type completionResponse struct {
+	ID                string             `json:"id"`
+	Object            string             `json:"object"`
+	Created           int64              `json:"created"`
+	Model             string             `json:"model"`
+	SystemFingerprint string             `json:"system_fingerprint"`
+	Choices           []completionChoice `json:"choices"`
+	Usage             *usage             `json:"usage,omitempty"`
+}
+
+type modelCard struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+type modelList struct {
+	Object string      `json:"object"`
+	Data   []modelCard `json:"data"`
+}

@@ -1,0 +1,299 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/magicconch/conch/internal/testmodel"
+	"github.com/magicconch/conch/llama"
+)
+
+var (
+	modelOnce sync.Once
+	qwen      *llama.Model
+	modelErr  error
+)
+
+// tinyQwen is a random qwen2 model with the real Qwen2.5 vocabulary, shared by the tests.
+func tinyQwen(t *testing.T) *llama.Model {
+	t.Helper()
+	modelOnce.Do(func() {
+		llama.SetLogLevel(4)
+		var p string
+		if p, modelErr = testmodel.Ensure(testmodel.Tiny("qwen2")); modelErr == nil {
+			qwen, modelErr = llama.LoadModel(p, llama.ModelParams{})
+		}
+	})
+	if modelErr != nil {
+		t.Fatal(modelErr)
+	}
+	return qwen
+}
+
+func newEngine(t *testing.T, cfg Config) *Engine {
+	t.Helper()
+	if cfg.Model == nil {
+		cfg.Model = tinyQwen(t)
+	}
+	if cfg.SlotCtx == 0 {
+		cfg.SlotCtx = 256
+	}
+	if cfg.Threads == 0 {
+		cfg.Threads = 2
+	}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+func tokenize(t *testing.T, m *llama.Model, s string) []llama.Token {
+	t.Helper()
+	toks, err := m.Tokenize(s, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return toks
+}
+
+// reference generates with the library's own single-sequence loop.
+func reference(t *testing.T, m *llama.Model, prompt []llama.Token, n int) string {
+	t.Helper()
+	lctx, err := llama.NewContext(m, llama.ContextParams{NCtx: 256, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lctx.Close()
+	res, err := lctx.Generate(context.Background(), prompt, llama.GenerateOptions{MaxTokens: n}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Text
+}
+
+func run(t *testing.T, e *Engine, req Request) (string, Result, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := e.Submit(ctx, req)
+	if err != nil {
+		return "", Result{}, err
+	}
+	return s.Wait(ctx)
+}
+
+func TestSingleMatchesLibrary(t *testing.T) {
+	e := newEngine(t, Config{Parallel: 1})
+	m := e.Model()
+	prompt := tokenize(t, m, "<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n")
+	want := reference(t, m, prompt, 24)
+	got, res, err := run(t, e, Request{Prompt: prompt, MaxTokens: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Fatalf("engine answer differs from the library's:\n got %q\nwant %q", got, want)
+	}
+	if res.PromptTokens != len(prompt) || res.FinishReason == "" || res.Tokens == 0 || res.Tokens > 24 {
+		t.Fatalf("bad result %+v", res)
+	}
+	if res.FinishReason == llama.FinishLength && res.Tokens != 24 {
+		t.Fatalf("finish length after %d tokens", res.Tokens)
+	}
+}
+
+// Batched decoding must give every request the answer it would get alone.
+func TestConcurrentRequestsGetTheirOwnAnswer(t *testing.T) {
+	e := newEngine(t, Config{Parallel: 4, BatchSize: 16})
+	m := e.Model()
+	prompts := []string{"Once upon a time", "你好，请介绍一下你自己", "The quick brown fox jumps", "1, 2, 3, 4, 5,", "春眠不觉晓", "Hello"}
+	var wg sync.WaitGroup
+	got := make([]string, len(prompts))
+	errs := make([]error, len(prompts))
+	for i, p := range prompts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i], _, errs[i] = run(t, e, Request{Prompt: tokenize(t, m, p), MaxTokens: 20 + i, IgnoreEOS: true})
+		}()
+	}
+	wg.Wait()
+	for i, p := range prompts {
+		if errs[i] != nil {
+			t.Fatalf("%q: %v", p, errs[i])
+		}
+		if !utf8.ValidString(got[i]) {
+			t.Errorf("%q: invalid UTF-8 %q", p, got[i])
+		}
+		want := reference(t, m, tokenize(t, m, p), 20+i)
+		if got[i] != want {
+			t.Errorf("%q: batched answer differs from the single one:\n got %q\nwant %q", p, got[i], want)
+		}
+	}
+}
+
+func TestStopStringsAndLimits(t *testing.T) {
+	e := newEngine(t, Config{Parallel: 2, SlotCtx: 64})
+	m := e.Model()
+	prompt := tokenize(t, m, "Once upon a time")
+	full, _, err := run(t, e, Request{Prompt: prompt, MaxTokens: 30, IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A stop string taken from the middle of the full answer cuts it right there.
+	r := []rune(full)
+	if len(r) < 6 {
+		t.Fatalf("answer too short to test stops: %q", full)
+	}
+	stop := string(r[len(r)/2 : len(r)/2+2])
+	cut, res, err := run(t, e, Request{Prompt: prompt, MaxTokens: 30, IgnoreEOS: true, Stop: []string{stop}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := full[:strings.Index(full, stop)]
+	if cut != want || res.FinishReason != llama.FinishStop {
+		t.Fatalf("stop %q: got %q (%s), want %q", stop, cut, res.FinishReason, want)
+	}
+	// The context is full after 64 tokens: finish_reason length.
+	_, res, err = run(t, e, Request{Prompt: prompt, MaxTokens: 1000, IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.FinishReason != llama.FinishLength || res.PromptTokens+res.Tokens != 64 {
+		t.Fatalf("full context: %+v", res)
+	}
+	// Prompts that do not fit are refused before queueing.
+	long := make([]llama.Token, 64)
+	for i := range long {
+		long[i] = prompt[0]
+	}
+	if _, err := e.Submit(context.Background(), Request{Prompt: long}); !errors.Is(err, ErrPromptTooLong) {
+		t.Fatalf("long prompt: %v", err)
+	}
+	if _, err := e.Submit(context.Background(), Request{}); err == nil {
+		t.Fatal("empty prompt accepted")
+	}
+	if _, err := e.Submit(context.Background(), Request{Prompt: []llama.Token{-1}}); err == nil {
+		t.Fatal("bad token accepted")
+	}
+}
+
+// A cancelled request frees its slot for the next one at once.
+func TestCancelFreesSlot(t *testing.T) {
+	e := newEngine(t, Config{Parallel: 1, SlotCtx: 512})
+	m := e.Model()
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := e.Submit(ctx, Request{Prompt: tokenize(t, m, "Once upon a time"), IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text, done := s.Next(ctx); text == "" || done {
+		t.Fatalf("no first piece (%q, %v)", text, done)
+	}
+	if e.BusySlots() != 1 {
+		t.Fatalf("busy slots %d", e.BusySlots())
+	}
+	cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.BusySlots() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("slot still busy after cancel")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	_, err = s.Result()
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("result error %v", err)
+	}
+	if _, _, err := run(t, e, Request{Prompt: tokenize(t, m, "Hello"), MaxTokens: 4}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestQueueFull(t *testing.T) {
+	e := newEngine(t, Config{Parallel: 1, Queue: 2, SlotCtx: 512})
+	m := e.Model()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var streams []*Stream
+	var full int
+	for range 6 {
+		s, err := e.Submit(ctx, Request{Prompt: tokenize(t, m, "Hi"), IgnoreEOS: true})
+		if errors.Is(err, ErrQueueFull) {
+			full++
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, s)
+	}
+	// one running + two waiting
+	if len(streams) != 3 || full != 3 {
+		t.Fatalf("accepted %d, refused %d; want 3 and 3", len(streams), full)
+	}
+	if d := e.QueueDepth(); d != 2 {
+		t.Fatalf("queue depth %d, want 2", d)
+	}
+	cancel()
+	for _, s := range streams {
+		if _, _, err := s.Wait(context.Background()); !errors.Is(err, context.Canceled) {
+			t.Fatalf("want cancelled, got %v", err)
+		}
+	}
+	if e.QueueDepth() != 0 {
+		t.Fatalf("queue not emptied")
+	}
+}
+
+// The next turn of a chat reuses the slot's cached prefix.
+func TestPrefixReuse(t *testing.T) {
+	e := newEngine(t, Config{Parallel: 2})
+	m := e.Model()
+	first := tokenize(t, m, "<|im_start|>user\n讲个故事<|im_end|>\n<|im_start|>assistant\n")
+	text, res, err := run(t, e, Request{Prompt: first, MaxTokens: 8})
+	if err != nil || res.CachedTokens != 0 {
+		t.Fatalf("first turn: %v %+v", err, res)
+	}
+	second := tokenize(t, m, "<|im_start|>user\n讲个故事<|im_end|>\n<|im_start|>assistant\n"+text+"<|im_end|>\n<|im_start|>user\n再来一个<|im_end|>\n<|im_start|>assistant\n")
+	got, res, err := run(t, e, Request{Prompt: second, MaxTokens: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.CachedTokens < len(first) {
+		t.Fatalf("cached %d tokens, want at least %d", res.CachedTokens, len(first))
+	}
+	if want := reference(t, m, second, 8); got != want {
+		t.Fatalf("answer with a reused prefix differs:\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestCloseEndsEverything(t *testing.T) {
+	e := newEngine(t, Config{Parallel: 1, Queue: 4, SlotCtx: 512})
+	m := e.Model()
+	var streams []*Stream
+	for i := range 3 {
+		s, err := e.Submit(context.Background(), Request{Prompt: tokenize(t, m, fmt.Sprint("Hi ", i)), IgnoreEOS: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, s)
+	}
+	e.Close()
+	for _, s := range streams {
+		if _, _, err := s.Wait(context.Background()); !errors.Is(err, ErrClosed) {
+			t.Fatalf("want ErrClosed, got %v", err)
+		}
+	}
+	if _, err := e.Submit(context.Background(), Request{Prompt: tokenize(t, m, "x")}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("submit after close: %v", err)
+	}
+}
