@@ -330,6 +330,12 @@ func TestEncodeDeepSeekR1(t *testing.T) {
 	if got, want := learned(m, s), "\n</think>\n\n"+c.Messages[1].Content+"<｜end▁of▁sentence｜>"; got != want {
 		t.Errorf("learned %q, want %q", got, want)
 	}
+	// BOS also leads when the first segment is a system prompt (content, not template text).
+	c.System = "You are the Magic Conch."
+	if s := encodeAll(t, m, ds, []Conversation{c}, Options{})[0]; s.Tokens[0] != m.BOS() || s.Tokens[1] == m.BOS() {
+		t.Errorf("with a system prompt: tokens start %v", s.Tokens[:3])
+	}
+	c.System = ""
 	p, err := ds.EncodePrompt(m, c)
 	if err != nil {
 		t.Fatal(err)

@@ -133,7 +133,7 @@ func TestLoadErrors(t *testing.T) {
 		want                      []string // substrings of the error
 	}{
 		{"no dataset_info.json", "", "", "d", []string{InfoFile, "not found"}},
-		{"unknown dataset", alpacaInfo + "", "[]", "nope", []string{`unknown dataset "nope"`, "local datasets: d"}},
+		{"unknown dataset", alpacaInfo + "", "[]", "nope", []string{`unknown dataset "nope"`, "available: d"}},
 		{"file missing", `{"d": {"file_name": "gone.json"}}`, "", "d", []string{`dataset "d"`, "gone.json not found"}},
 		{"invalid JSON", alpacaInfo, "[\n  {\"instruction\": \"a\", \"output\": \"b\"},\n  {\"instruction\": \"a\" \"output\": \"b\"}\n]", "d",
 			[]string{"d.json: line 3, column 23 (byte 63)", "invalid JSON"}},
@@ -197,7 +197,7 @@ func TestLoadErrors(t *testing.T) {
 
 func TestUnknownDatasetListsKnown(t *testing.T) {
 	_, err := Load(lfDir(t), []string{"alpaca_fr"})
-	if err == nil || !strings.Contains(err.Error(), "identity") || !strings.Contains(err.Error(), "glaive_toolcall_en_demo") {
+	if err == nil || !strings.Contains(err.Error(), "available: glaive_toolcall_en_demo, identity;") {
 		t.Fatalf("error %v should list the local datasets", err)
 	}
 	_, err = Load(lfDir(t), []string{"alpaca_en_demo"}) // registered, file removed from shared/data

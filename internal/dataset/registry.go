@@ -161,23 +161,36 @@ func (r Registry) lookup(name string) (*DatasetInfo, error) {
 	if d, ok := r.Datasets[name]; ok {
 		return d, nil
 	}
-	var local, remote []string
+	var here, missing, remote []string
 	for _, n := range r.Names() {
-		if r.Datasets[n].Local() {
-			local = append(local, n)
-		} else {
+		d := r.Datasets[n]
+		switch {
+		case !d.Local():
 			remote = append(remote, n)
+		case fileExists(filepath.Join(r.Dir, d.FileName)):
+			here = append(here, n)
+		default:
+			missing = append(missing, n)
 		}
 	}
-	known := strings.Join(local, ", ")
-	if len(local) == 0 {
-		known = "none"
+	msg := fmt.Sprintf("unknown dataset %q in %s: available: %s", name, filepath.Join(r.Dir, InfoFile), listOrNone(here))
+	if len(missing) > 0 {
+		msg += fmt.Sprintf("; registered but without their file: %d", len(missing))
 	}
-	msg := fmt.Sprintf("unknown dataset %q in %s (local datasets: %s", name, filepath.Join(r.Dir, InfoFile), known)
-	if len(remote) > 0 && len(remote) <= 8 {
-		msg += "; hub datasets: " + strings.Join(remote, ", ")
-	} else if len(remote) > 8 {
-		msg += fmt.Sprintf("; and %d hub datasets", len(remote))
+	if len(remote) > 0 {
+		msg += fmt.Sprintf("; on a hub (not available offline): %d", len(remote))
 	}
-	return nil, errors.New(msg + ")")
+	return nil, errors.New(msg)
+}
+
+func listOrNone(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

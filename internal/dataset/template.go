@@ -145,7 +145,8 @@ func (t *Template) header(c Conversation) ([]Segment, error) {
 		system = t.DefaultSystem
 	}
 	var segs []Segment
-	if c.Tools != "" {
+	tools := splitTools(c.Tools)
+	if len(tools) > 0 {
 		switch t.tools {
 		case toolsUnsupported:
 			return nil, fmt.Errorf("%s: template %s has no format for tool definitions", c.Source, t.Name)
@@ -154,7 +155,7 @@ func (t *Template) header(c Conversation) ([]Segment, error) {
 				system = qwenDefaultSystem // what Qwen's own template does with tools and no system
 			}
 			segs = append(segs, tmpl(t.systemPrefix), content(system), tmpl(qwenToolsIntro))
-			for _, tool := range splitTools(c.Tools) {
+			for _, tool := range tools {
 				segs = append(segs, tmpl("\n"), content(tool))
 			}
 			return append(segs, tmpl(qwenToolsOutro), tmpl(t.systemSuffix)), nil
@@ -176,7 +177,11 @@ const (
 )
 
 // splitTools returns one JSON text per tool, keeping each tool's own key order and spacing.
+// An empty list means no tools, as in the models' templates.
 func splitTools(tools string) []string {
+	if strings.TrimSpace(tools) == "" {
+		return nil
+	}
 	var list []json.RawMessage
 	if err := json.Unmarshal([]byte(tools), &list); err != nil {
 		return []string{tools}

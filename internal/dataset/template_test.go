@@ -131,6 +131,13 @@ func TestQwenToolCalls(t *testing.T) {
 			t.Errorf("qwen render of glaive[0] lacks %q", want)
 		}
 	}
+	// An empty tool list is no tool list, as in Qwen's template.
+	if convs[1].Tools != "[]" {
+		t.Fatalf("glaive[1] tools %q", convs[1].Tools)
+	}
+	if got := mustTemplate(t, "qwen").RenderPrompt(convs[1]); !strings.HasPrefix(got, "<|im_start|>system\n"+qwenDefaultSystem+"<|im_end|>\n<|im_start|>user\n") {
+		t.Errorf("glaive[1] with no tools: %q", got)
+	}
 	if _, err := mustTemplate(t, "llama3").Render(convs[0]); err == nil || !strings.Contains(err.Error(), "glaive_toolcall_en_demo.json:0") {
 		t.Errorf("llama3 with tools: %v", err)
 	}
