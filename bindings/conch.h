@@ -115,6 +115,55 @@ int  conch_train_save_adapter(conch_trainer * t, const char * path, const char *
 int  conch_train_save_state(conch_trainer * t, const char * path);
 int  conch_train_load_state(conch_trainer * t, const char * path);
 
+/* ---- merge and quantize ---- */
+
+/* One LoRA adapter to fold into the base weights: W += scale * (alpha / r) * B * A. */
+struct conch_merge_lora {
+    const char * path;
+    float        scale;
+};
+
+/* A metadata value added to the merged file (provenance). type: 0 string, 1 u32, 2 f32. */
+struct conch_merge_kv {
+    const char * key;
+    int          type;
+    const char * str;
+    uint32_t     u32;
+    float        f32;
+};
+
+/* Shared with the caller while conch_merge runs (read and written atomically). */
+struct conch_merge_progress {
+    int32_t done;   /* tensors written */
+    int32_t total;
+    int32_t cancel; /* set non-zero to stop: conch_merge then fails with "cancelled" */
+};
+
+struct conch_merge_params {
+    const char * base_path;
+    const char * out_path;           /* written from scratch; the caller renames it */
+    const struct conch_merge_lora * loras;
+    int          n_loras;
+    const struct conch_merge_kv * kvs;
+    int          n_kvs;
+    int          merged_type;        /* ggml_type of adapted tensors (F32, F16, BF16); -1: the
+                                        base type when it is a float type, else F16 */
+    int          n_threads;          /* 0: all cores */
+    struct conch_merge_progress * progress; /* may be NULL */
+};
+
+/* Writes base + adapters to out_path, tensor by tensor. Untouched tensors are copied byte
+ * for byte and every base key is kept; the adapters' own keys (training settings) are
+ * recorded under conch.merge.lora.<i>. */
+int conch_merge(const struct conch_merge_params * p);
+
+/* llama_model_quantize with requantisation allowed; ftype is a llama_ftype. */
+int conch_quantize(const char * in_path, const char * out_path, int ftype, int n_threads);
+
+/* Loads the model at path with llama.cpp (memory-mapped, CPU, no repacking) and frees it:
+ * 0 when it loads. */
+int conch_model_check(const char * path);
+
 #ifdef __cplusplus
 }
 #endif
