@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
 )
 
-// Tokenizer is what the dataset needs from a model; *llama.Model satisfies it.
+// Tokenizer is what the dataset needs from a model; *llama.Model satisfies it. Encode calls
+// it from several goroutines at once.
 type Tokenizer interface {
 	Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, error)
 }
@@ -75,27 +79,26 @@ func EncodeWithStats(tok Tokenizer, t *Template, convs []Conversation, o Options
 	if len(convs) == 0 {
 		return nil, nil, st, errors.New("no conversations to encode")
 	}
-	e := newEncoder(tok, t)
+	results, err := encodeParallel(tok, t, convs, o)
+	if err != nil {
+		return nil, nil, st, err
+	}
 	all := make([]Sample, 0, len(convs))
-	for _, c := range convs {
-		s, truncated, err := e.encode(c, o)
-		if err != nil {
-			return nil, nil, st, err
-		}
-		if truncated {
+	for _, r := range results {
+		if r.truncated {
 			st.Truncated++
 		}
-		if s == nil {
+		if r.sample == nil {
 			st.Dropped++
 			continue
 		}
-		st.Tokens += len(s.Tokens)
-		for _, l := range s.Labels {
+		st.Tokens += len(r.sample.Tokens)
+		for _, l := range r.sample.Labels {
 			if l >= 0 {
 				st.Supervised++
 			}
 		}
-		all = append(all, *s)
+		all = append(all, *r.sample)
 	}
 	if len(all) == 0 {
 		return nil, nil, st, fmt.Errorf("nothing to learn in any of %d samples (empty responses, or responses cut away by cutoff_len %d)", st.Dropped, o.CutoffLen)
@@ -117,6 +120,44 @@ func EncodeWithStats(tok Tokenizer, t *Template, convs []Conversation, o Options
 		val = nil
 	}
 	return train, val, st, nil
+}
+
+type encoded struct {
+	sample    *Sample
+	truncated bool
+	err       error
+}
+
+// encodeParallel encodes on several threads (tokenizing long conversations is most of the
+// time, and llama.cpp's tokenizer is safe for concurrent use); results keep their order and
+// the first error in data order is reported, so the outcome does not depend on scheduling.
+func encodeParallel(tok Tokenizer, t *Template, convs []Conversation, o Options) ([]encoded, error) {
+	out := make([]encoded, len(convs))
+	workers := min(runtime.GOMAXPROCS(0), 8, len(convs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e := newEncoder(tok, t)
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(convs) {
+					return
+				}
+				r := &out[i]
+				r.sample, r.truncated, r.err = e.encode(convs[i], o)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, r := range out {
+		if r.err != nil {
+			return nil, r.err
+		}
+	}
+	return out, nil
 }
 
 // limitPerDataset keeps the first max conversations of each dataset, as LLaMA-Factory's
