@@ -36,8 +36,11 @@ func detectTemplate(j string) (string, error) {
 	case has("<|start_header_id|>", "<|eot_id|>"):
 		return "llama3", nil
 	case has("<|im_start|>"):
-		if strings.Contains(j, qwenDefaultSystem) {
+		switch {
+		case strings.Contains(j, qwenDefaultSystem):
 			return "qwen", nil
+		case strings.Contains(j, "<think>") && strings.Contains(j, "enable_thinking"):
+			return "qwen3", nil
 		}
 		return "chatml", nil
 	case has("### Instruction:", "### Response:"):

@@ -29,6 +29,8 @@
 //   - deepseekr1 opens every answer with "<think>\n" in the prompt, as DeepSeek's current
 //     template does at inference; an answer without reasoning learns "\n</think>\n\n" first
 //     (LLaMA-Factory's empty thought for reasoning templates).
+//   - qwen3 follows LLaMA-Factory's qwen3 template: answers without reasoning learn an
+//     empty "<think>\n\n</think>\n\n" block first.
 //   - num_samples takes the first records rather than a random subset.
 //   - The shuffle before the validation split uses our own splitmix64 (Rand), so the
 //     data order for a seed never changes with the Go version.

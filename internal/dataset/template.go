@@ -25,12 +25,14 @@ type Template struct {
 	afterToolPrefix            string // opens an assistant turn that follows a tool result
 	endOfTurn                  string // closes an assistant turn and is learned; "" = the tokenizer's EOS token
 	separator                  string // after endOfTurn, not learned
-	// think: DeepSeek-R1 style reasoning. The generation prompt ends with "<think>\n"; an
-	// answer without reasoning is trained as an empty thought, as LLaMA-Factory's reasoning
-	// templates do by default.
-	think    bool
-	tools    toolStyle
-	toolCall func(content string) string // formats a tool call the model makes
+	// Reasoning models. thinkOpen ends the generation prompt (DeepSeek-R1 forces
+	// "<think>\n"); an answer without reasoning learns emptyThought first, as
+	// LLaMA-Factory's reasoning templates do by default; in prompts, earlier answers lose
+	// their reasoning, as the models' own templates render history.
+	thinkOpen, emptyThought string
+	trimHistory             bool // strip newlines before a history answer (Qwen3)
+	tools                   toolStyle
+	toolCall                func(content string) string // formats a tool call the model makes
 }
 
 type toolStyle int
@@ -70,6 +72,13 @@ func chatml(name, defaultSystem string) *Template {
 var builtins = map[string]func() *Template{
 	"qwen":   func() *Template { return chatml("qwen", qwenDefaultSystem) },
 	"chatml": func() *Template { return chatml("chatml", "") },
+	// qwen3: ChatML without a default system prompt; answers carry a (possibly empty)
+	// <think></think> block.
+	"qwen3": func() *Template {
+		t := chatml("qwen3", "")
+		t.emptyThought, t.trimHistory = "<think>\n\n</think>\n\n", true
+		return t
+	},
 	"deepseekr1": func() *Template {
 		return &Template{
 			Name: "deepseekr1", Stop: []string{dsEnd},
@@ -77,7 +86,8 @@ var builtins = map[string]func() *Template{
 			toolPrefix:      "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>",
 			toolSuffix:      "<｜tool▁output▁end｜><｜tool▁outputs▁end｜>",
 			assistantPrefix: "<｜Assistant｜><think>\n", endOfTurn: dsEnd,
-			think: true, tools: toolsIgnored, toolCall: deepseekToolCall,
+			thinkOpen: "<think>\n", emptyThought: "\n</think>\n\n",
+			tools: toolsIgnored, toolCall: deepseekToolCall,
 		}
 	},
 	"llama3": func() *Template {
@@ -151,10 +161,11 @@ func (t *Template) header(c Conversation) ([]Segment, error) {
 		case toolsUnsupported:
 			return nil, fmt.Errorf("%s: template %s has no format for tool definitions", c.Source, t.Name)
 		case toolsQwen:
+			intro := qwenToolsIntro
 			if system == "" {
-				system = qwenDefaultSystem // what Qwen's own template does with tools and no system
+				intro = strings.TrimPrefix(intro, "\n\n") // Qwen3 and plain ChatML: the section alone
 			}
-			segs = append(segs, tmpl(t.systemPrefix), content(system), tmpl(qwenToolsIntro))
+			segs = append(segs, tmpl(t.systemPrefix), content(system), tmpl(intro))
 			for _, tool := range tools {
 				segs = append(segs, tmpl("\n"), content(tool))
 			}
@@ -227,26 +238,37 @@ func (t *Template) opener(prev string) string {
 	if prev == RoleTool && t.afterToolPrefix != "" {
 		return t.afterToolPrefix
 	}
-	if prev == RoleTool && t.think {
+	if prev == RoleTool && t.thinkOpen != "" {
 		return "" // DeepSeek's template continues straight after the tool outputs
 	}
 	return t.assistantPrefix
 }
 
-// response renders an assistant turn's learned part: content and end of turn.
-func (t *Template) response(m Message, opener string) []Segment {
+// response renders an assistant turn's learned part: content and end of turn. A history
+// turn in a prompt is rendered without reasoning.
+func (t *Template) response(m Message, opener string, history bool) []Segment {
 	text := m.Content
 	if m.Role == RoleToolCall && t.toolCall != nil {
 		text = t.toolCall(text)
 	}
 	var segs []Segment
-	if t.think && strings.HasSuffix(opener, "<think>\n") {
-		if strings.Contains(text, "</think>") {
-			// The prompt already opened the thought.
-			text = strings.TrimPrefix(strings.TrimPrefix(text, "<think>"), "\n")
-		} else {
-			segs = append(segs, Segment{Text: "\n</think>\n\n", Special: true, Train: true})
+	switch {
+	case t.emptyThought == "":
+	case history:
+		if i := strings.LastIndex(text, "</think>"); i >= 0 {
+			text = text[i+len("</think>"):]
+			if t.trimHistory {
+				text = strings.TrimLeft(text, "\n")
+			}
 		}
+	case t.thinkOpen != "" && !strings.HasSuffix(opener, t.thinkOpen):
+		// No thought here (DeepSeek continues straight after tool outputs).
+	case strings.Contains(text, "</think>"):
+		if t.thinkOpen != "" { // the prompt already opened the thought
+			text = strings.TrimPrefix(strings.TrimPrefix(text, strings.TrimSpace(t.thinkOpen)), "\n")
+		}
+	default:
+		segs = append(segs, Segment{Text: t.emptyThought, Special: true, Train: true})
 	}
 	segs = append(segs, Segment{Text: text, Train: true})
 	if t.endOfTurn == "" {
@@ -270,7 +292,7 @@ func (t *Template) turns(c Conversation) ([]turn, error) {
 		if responseRole(m.Role) {
 			op := t.opener(prev)
 			cur.source = append(cur.source, tmpl(op))
-			cur.target = t.response(m, op)
+			cur.target = t.response(m, op, false)
 			out = append(out, cur)
 			cur = turn{}
 			if t.separator != "" {
@@ -301,14 +323,11 @@ func (t *Template) promptSegments(c Conversation) ([]Segment, error) {
 	for _, m := range c.Messages[:last+1] {
 		if responseRole(m.Role) {
 			op := t.opener(prev)
-			if t.think && op != "" {
-				op = strings.TrimSuffix(op, "<think>\n")
-				if i := strings.LastIndex(m.Content, "</think>"); i >= 0 {
-					m.Content = m.Content[i+len("</think>"):]
-				}
+			if t.thinkOpen != "" {
+				op = strings.TrimSuffix(op, t.thinkOpen)
 			}
 			segs = append(segs, tmpl(op))
-			segs = append(segs, t.response(m, op)...)
+			segs = append(segs, t.response(m, op, true)...)
 			segs = append(segs, tmpl(t.separator))
 		} else {
 			segs = append(segs, t.prompt(m)...)

@@ -89,6 +89,24 @@ func TestDeepSeekR1Render(t *testing.T) {
 	}
 }
 
+func TestQwen3Render(t *testing.T) {
+	q3 := mustTemplate(t, "qwen3")
+	c := Conversation{Messages: []Message{{RoleUser, "Hi"}, {RoleAssistant, "Hello!"}, {RoleUser, "2+2?"},
+		{RoleAssistant, "<think>\nEasy.\n</think>\n\n4"}}}
+	got, _ := q3.Render(c)
+	want := "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nHello!<|im_end|>\n" +
+		"<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n<think>\nEasy.\n</think>\n\n4<|im_end|>\n"
+	if got != want {
+		t.Errorf("Render:\n got %q\nwant %q", got, want)
+	}
+	c.Messages = append(c.Messages, Message{RoleUser, "And 3+3?"})
+	wantPrompt := "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n" +
+		"<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\nAnd 3+3?<|im_end|>\n<|im_start|>assistant\n"
+	if p := q3.RenderPrompt(c); p != wantPrompt {
+		t.Errorf("RenderPrompt:\n got %q\nwant %q", p, wantPrompt)
+	}
+}
+
 func TestLlama3AndPlainRender(t *testing.T) {
 	c := Conversation{System: "Be brief.", Messages: []Message{{RoleUser, "Hi"}, {RoleAssistant, "Hello!"}}}
 	got, _ := mustTemplate(t, "llama3").Render(c)
@@ -175,6 +193,7 @@ func TestTemplateForModel(t *testing.T) {
 		{jsonTemplate("tokenizers", "deepseek-r1-distill", "tokenizer_config.original-2025-01.json"), "deepseekr1"},
 		{"{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}", "chatml"},
 		{"{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content }}<|eot_id|>{% endfor %}", "llama3"},
+		{"{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\n\n</think>\n\n' }}{%- endif %}<|im_start|>assistant", "qwen3"},
 		{"", "empty"},
 	}
 	for _, tc := range tests {
