@@ -194,7 +194,7 @@ func newEncoder(tok Tokenizer, t *Template) *encoder {
 
 // segment tokenizes one segment. The first segment of a sample is tokenized with the
 // tokenizer's special tokens added, so BOS appears exactly where the model expects it.
-func (e *encoder) segment(s Segment, first bool) ([]int32, error) {
+func (e *encoder) tokenizeSegment(s segment, first bool) ([]int32, error) {
 	if s.EOS {
 		if e.eos < 0 {
 			return nil, fmt.Errorf("template %s ends responses with the tokenizer's EOS token, and this tokenizer has none", e.t.Name)
@@ -282,9 +282,9 @@ func (e *encoder) encode(c Conversation, o Options) (s *Sample, truncated bool, 
 
 // tokens tokenizes segments; opener is the token count of the last segment (for a
 // source: the generation prompt).
-func (e *encoder) tokens(segs []Segment, first *bool) (ids []int32, opener int, err error) {
+func (e *encoder) tokens(segs []segment, first *bool) (ids []int32, opener int, err error) {
 	for _, s := range segs {
-		t, err := e.segment(s, *first)
+		t, err := e.tokenizeSegment(s, *first)
 		if err != nil {
 			return nil, 0, err
 		}

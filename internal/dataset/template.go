@@ -43,8 +43,8 @@ const (
 	toolsIgnored               // the model's own template drops tool definitions
 )
 
-// Segment is a piece of rendered text.
-type Segment struct {
+// segment is a piece of rendered text.
+type segment struct {
 	Text    string
 	Special bool // template text: tokenize with special-token parsing
 	EOS     bool // stands for the tokenizer's end-of-sequence token (Text is empty)
@@ -134,10 +134,10 @@ func TemplateByName(name string) (*Template, error) {
 
 // turn is one source/target pair as LLaMA-Factory encodes it: the prompt part since the
 // previous response, and the response that follows it.
-type turn struct{ source, target []Segment }
+type turn struct{ source, target []segment }
 
-func tmpl(s string) Segment    { return Segment{Text: s, Special: true} }
-func content(s string) Segment { return Segment{Text: s} }
+func tmpl(s string) segment    { return segment{Text: s, Special: true} }
+func content(s string) segment { return segment{Text: s} }
 
 // normalized moves a leading system message into System.
 func normalized(c Conversation) Conversation {
@@ -149,12 +149,12 @@ func normalized(c Conversation) Conversation {
 }
 
 // header is the system part that opens every conversation.
-func (t *Template) header(c Conversation) ([]Segment, error) {
+func (t *Template) header(c Conversation) ([]segment, error) {
 	system := c.System
 	if system == "" {
 		system = t.DefaultSystem
 	}
-	var segs []Segment
+	var segs []segment
 	tools := splitTools(c.Tools)
 	if len(tools) > 0 {
 		switch t.tools {
@@ -175,7 +175,7 @@ func (t *Template) header(c Conversation) ([]Segment, error) {
 	if system == "" {
 		return nil, nil
 	}
-	return []Segment{tmpl(t.systemPrefix), content(system), tmpl(t.systemSuffix)}, nil
+	return []segment{tmpl(t.systemPrefix), content(system), tmpl(t.systemSuffix)}, nil
 }
 
 // Qwen2.5's tool section, reproduced so that tool-calling data trains the format the
@@ -223,14 +223,14 @@ func deepseekToolCall(c string) string {
 }
 
 // prompt renders one prompt-side message.
-func (t *Template) prompt(m Message) []Segment {
+func (t *Template) prompt(m Message) []segment {
 	switch m.Role {
 	case RoleTool:
-		return []Segment{tmpl(t.toolPrefix), content(m.Content), tmpl(t.toolSuffix)}
+		return []segment{tmpl(t.toolPrefix), content(m.Content), tmpl(t.toolSuffix)}
 	case RoleSystem:
-		return []Segment{tmpl(t.systemPrefix), content(m.Content), tmpl(t.systemSuffix)}
+		return []segment{tmpl(t.systemPrefix), content(m.Content), tmpl(t.systemSuffix)}
 	}
-	return []Segment{tmpl(t.userPrefix), content(m.Content), tmpl(t.userSuffix)}
+	return []segment{tmpl(t.userPrefix), content(m.Content), tmpl(t.userSuffix)}
 }
 
 // opener is the generation prompt for an assistant turn after a message of role prev.
@@ -246,12 +246,12 @@ func (t *Template) opener(prev string) string {
 
 // response renders an assistant turn's learned part: content and end of turn. A history
 // turn in a prompt is rendered without reasoning.
-func (t *Template) response(m Message, opener string, history bool) []Segment {
+func (t *Template) response(m Message, opener string, history bool) []segment {
 	text := m.Content
 	if m.Role == RoleToolCall && t.toolCall != nil {
 		text = t.toolCall(text)
 	}
-	var segs []Segment
+	var segs []segment
 	switch {
 	case t.emptyThought == "":
 	case history:
@@ -268,13 +268,13 @@ func (t *Template) response(m Message, opener string, history bool) []Segment {
 			text = strings.TrimPrefix(strings.TrimPrefix(text, strings.TrimSpace(t.thinkOpen)), "\n")
 		}
 	default:
-		segs = append(segs, Segment{Text: t.emptyThought, Special: true, Train: true})
+		segs = append(segs, segment{Text: t.emptyThought, Special: true, Train: true})
 	}
-	segs = append(segs, Segment{Text: text, Train: true})
+	segs = append(segs, segment{Text: text, Train: true})
 	if t.endOfTurn == "" {
-		return append(segs, Segment{EOS: true, Train: true})
+		return append(segs, segment{EOS: true, Train: true})
 	}
-	return append(segs, Segment{Text: t.endOfTurn, Special: true, Train: true})
+	return append(segs, segment{Text: t.endOfTurn, Special: true, Train: true})
 }
 
 // turns renders a conversation for training: one pair per assistant turn. Messages after
@@ -296,7 +296,7 @@ func (t *Template) turns(c Conversation) ([]turn, error) {
 			out = append(out, cur)
 			cur = turn{}
 			if t.separator != "" {
-				cur.source = []Segment{tmpl(t.separator)}
+				cur.source = []segment{tmpl(t.separator)}
 			}
 		} else {
 			cur.source = append(cur.source, t.prompt(m)...)
@@ -309,7 +309,7 @@ func (t *Template) turns(c Conversation) ([]turn, error) {
 // promptSegments renders a conversation for generation: everything up to the last
 // prompt-side message, then the generation prompt. Earlier assistant turns are rendered
 // as the model's own template renders history (DeepSeek-R1 drops their reasoning).
-func (t *Template) promptSegments(c Conversation) ([]Segment, error) {
+func (t *Template) promptSegments(c Conversation) ([]segment, error) {
 	c = normalized(c)
 	last := len(c.Messages) - 1
 	for last >= 0 && responseRole(c.Messages[last].Role) {
@@ -357,7 +357,7 @@ func (t *Template) Render(c Conversation) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var segs []Segment
+	var segs []segment
 	for i, tr := range turns {
 		segs = append(segs, tr.source...)
 		segs = append(segs, tr.target...)
@@ -368,7 +368,7 @@ func (t *Template) Render(c Conversation) (string, error) {
 	return joinSegments(segs), nil
 }
 
-func joinSegments(segs []Segment) string {
+func joinSegments(segs []segment) string {
 	var b strings.Builder
 	for _, s := range segs {
 		b.WriteString(s.Text)
