@@ -192,7 +192,7 @@ func newEncoder(tok Tokenizer, t *Template) *encoder {
 	return e
 }
 
-// segment tokenizes one segment. The first segment of a sample is tokenized with the
+// tokenizeSegment tokenizes one segment. The first segment of a sample is tokenized with the
 // tokenizer's special tokens added, so BOS appears exactly where the model expects it.
 func (e *encoder) tokenizeSegment(s segment, first bool) ([]int32, error) {
 	if s.EOS {
