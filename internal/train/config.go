@@ -91,8 +91,9 @@ func Defaults() Config {
 // Schedulers are the accepted lr_scheduler_type values.
 var Schedulers = []string{"constant", "constant_with_warmup", "linear", "cosine"}
 
-// ComputeTypes are the accepted compute_type values.
-var ComputeTypes = []string{"f32", "f16", "bf16"}
+// ComputeTypes are the accepted compute_type values: how the frozen base weights are
+// held during training (the trainer supports F32 so far).
+var ComputeTypes = []string{"f32"}
 
 // loraTargets maps LLaMA-Factory's (Hugging Face) module names to the GGUF weight names
 // the adapter uses; GGUF names are accepted as well.

@@ -3,6 +3,8 @@ package train
 import (
 	"bytes"
 	"image/color"
+	"math"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -14,6 +16,8 @@ import (
 func writePlot(path, title string, log []LogEntry) error {
 	p := plot.New()
 	p.Title.Text = title
+	p.Title.Padding = vg.Points(8)
+	p.Y.Tick.Marker = decimalTicks{}
 	p.X.Label.Text = "step"
 	p.Y.Label.Text = "loss"
 	p.Add(plotter.NewGrid())
@@ -48,6 +52,7 @@ func writePlot(path, title string, log []LogEntry) error {
 		p.Legend.Add("eval loss", l, pts)
 	}
 	p.Legend.Top = true
+	p.Legend.XOffs, p.Legend.YOffs = -vg.Points(8), -vg.Points(4)
 	w, err := p.WriterTo(8*vg.Inch, 5*vg.Inch, "png")
 	if err != nil {
 		return err
@@ -57,4 +62,33 @@ func writePlot(path, title string, log []LogEntry) error {
 		return err
 	}
 	return writeFileAtomic(path, buf.Bytes())
+}
+
+// decimalTicks labels gonum's default ticks with as many decimals as their spacing
+// needs: a loss curve over a narrow range would otherwise read "12, 12, 12".
+type decimalTicks struct{}
+
+func (decimalTicks) Ticks(lo, hi float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(lo, hi)
+	step := math.Inf(1)
+	prev := math.NaN()
+	for _, t := range ticks {
+		if t.Label == "" {
+			continue
+		}
+		if !math.IsNaN(prev) {
+			step = math.Min(step, t.Value-prev)
+		}
+		prev = t.Value
+	}
+	digits := 0
+	if step > 0 && !math.IsInf(step, 1) {
+		digits = max(0, int(math.Ceil(-math.Log10(step)+1e-9)))
+	}
+	for i, t := range ticks {
+		if t.Label != "" {
+			ticks[i].Label = strconv.FormatFloat(t.Value, 'f', digits, 64)
+		}
+	}
+	return ticks
 }

@@ -62,7 +62,7 @@ var settings = []setting{
 	{"overwrite_output_dir", "overwrite-output-dir", "", "start afresh even if the output folder holds an earlier run"},
 	{"compute_type", "compute-type", "", "precision of the frozen base weights during training: " + strings.Join(ComputeTypes, ", ")},
 	{"threads", "threads", "t", "CPU threads (0: physical cores)"},
-	{"gpu_layers", "gpu-layers", "", "layers on the GPU on a CUDA build (-1: all)"},
+	{"gpu_layers", "gpu-layers", "", "train on the GPU of a CUDA build: -1 when there is one, 0 never"},
 	{"resume", "resume", "", "continue the run in --output from its newest checkpoint, with its saved config"},
 }
 
