@@ -1,8 +1,14 @@
 // Running the training graphs and the optimiser step.
 #include "train.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <string>
 
 namespace conch_train {
 
@@ -44,7 +50,49 @@ static void set_common_inputs(built_graph & bg, const int32_t * tokens, int n) {
     ggml_backend_tensor_set(bg.mask, mask.data(), 0, mask.size() * sizeof(float));
 }
 
+// CONCH_TRAIN_PROFILE=1 runs graphs one node at a time and prints the time spent per op
+// (and source types) to stderr: slower overall, but it shows where a step goes.
+static void compute_profiled(trainer & t, built_graph & bg) {
+    ggml_init_params ip = {ggml_graph_overhead_custom(1, false) + ggml_tensor_overhead(), nullptr, true};
+    ggml_context * ctx = ggml_init(ip);
+    ggml_cgraph * one = ggml_new_graph_custom(ctx, 1, false);
+    std::map<std::string, std::pair<double, int>> by_op;
+    const auto t_start = std::chrono::steady_clock::now();
+    for (int i = 0; i < ggml_graph_n_nodes(bg.g); i++) {
+        ggml_tensor * node = ggml_graph_node(bg.g, i);
+        if (node->op == GGML_OP_NONE || ggml_is_empty(node)) continue;
+        ggml_graph_clear(one);
+        ggml_graph_add_node(one, node);
+        const auto t0 = std::chrono::steady_clock::now();
+        const ggml_status st = ggml_backend_graph_compute(t.backend, one);
+        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        if (st != GGML_STATUS_SUCCESS) {
+            ggml_free(ctx);
+            throw train_error("graph compute failed");
+        }
+        std::string key = ggml_op_desc(node);
+        for (int j = 0; j < 2 && node->src[j]; j++) key += std::string(j ? "," : " ") + ggml_type_name(node->src[j]->type);
+        auto & e = by_op[key];
+        e.first += ms;
+        e.second++;
+    }
+    ggml_free(ctx);
+    const double total = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_start).count();
+    std::vector<std::pair<std::string, std::pair<double, int>>> rows(by_op.begin(), by_op.end());
+    std::sort(rows.begin(), rows.end(), [](const auto & a, const auto & b) { return a.second.first > b.second.first; });
+    fprintf(stderr, "conch train profile: %d nodes, %.1f ms\n", ggml_graph_n_nodes(bg.g), total);
+    for (const auto & r : rows) {
+        if (r.second.first < 0.005 * total) break;
+        fprintf(stderr, "  %-32s %9.1f ms %5.1f%% %5d\n", r.first.c_str(), r.second.first, 100 * r.second.first / total, r.second.second);
+    }
+}
+
 static void compute(trainer & t, built_graph & bg) {
+    static const bool profile = getenv("CONCH_TRAIN_PROFILE") != nullptr;
+    if (profile) {
+        compute_profiled(t, bg);
+        return;
+    }
     if (ggml_backend_graph_compute(t.backend, bg.g) != GGML_STATUS_SUCCESS) throw train_error("graph compute failed");
 }
 
