@@ -77,6 +77,7 @@ struct trainer {
     ggml_gallocr_t galloc = nullptr;
 
     ggml_tensor * tok_embd = nullptr, * out_norm = nullptr, * output = nullptr, * output_b = nullptr;
+    ggml_tensor * output_t = nullptr;      // phase 2: transposed output matrix (or null)
     ggml_tensor * rope_freqs = nullptr;
     std::vector<layer> layers;
     std::vector<lora_tensor> lora;

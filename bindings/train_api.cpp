@@ -79,19 +79,22 @@ extern "C" int conch_train_estimate(const struct conch_train_params * p, const s
         t.measure = true;
         init_backend(t);
         load_model(t);
+        ggml_backend_buffer_type_t buft = ggml_backend_get_default_buffer_type(t.backend);
+        const size_t w = ggml_backend_alloc_ctx_tensors_from_buft_size(t.ctx_w, buft);
+        const size_t l = ggml_backend_alloc_ctx_tensors_from_buft_size(t.ctx_l, buft);
+        // Plan the compute buffer as NewTrainer reserves it, with the weights and LoRA
+        // tensors marked as allocated elsewhere (a placeholder address that nothing reads:
+        // planning does not touch tensor data), so the plan matches the real one.
+        static char placeholder[64] alignas(64);
+        for (ggml_context * c : {t.ctx_w, t.ctx_l})
+            for (ggml_tensor * x = ggml_get_first_tensor(c); x; x = ggml_get_next_tensor(c, x)) x->data = placeholder;
         built_graph bg;
         build_graph(t, bg, G_TRAIN, t.p.max_seq_len, t.p.max_seq_len);
-        // Weights and LoRA tensors are planned like graph tensors here; as outputs they
-        // stay allocated for the whole graph, as their real buffers do.
-        for (ggml_tensor * x = ggml_get_first_tensor(t.ctx_w); x; x = ggml_get_next_tensor(t.ctx_w, x)) ggml_set_output(x);
-        for (ggml_tensor * x = ggml_get_first_tensor(t.ctx_l); x; x = ggml_get_next_tensor(t.ctx_l, x)) ggml_set_output(x);
-        t.galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(t.backend));
+        t.galloc = ggml_gallocr_new(buft);
         if (!t.galloc) throw train_error("out of memory");
-        size_t size = 0;
-        ggml_gallocr_reserve_n_size(t.galloc, bg.g, nullptr, nullptr, &size);
-        // Tensors of the planned graph that the real trainer keeps in its own buffers but
-        // that the plan does not reach (none today) would be missed; the host side is added.
-        *bytes = (uint64_t)size + host_bytes(t);
+        size_t compute = 0;
+        ggml_gallocr_reserve_n_size(t.galloc, bg.g, nullptr, nullptr, &compute);
+        *bytes = (uint64_t)(w + l + compute + host_bytes(t));
     });
 }
 

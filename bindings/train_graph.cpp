@@ -4,6 +4,7 @@
 #include "train.h"
 
 #include <cmath>
+#include <cstring>
 #include <unordered_map>
 
 namespace conch_train {
@@ -87,6 +88,42 @@ struct builder {
     }
 };
 
+// ggml differentiates y = mul_mat(W, x) into dx = out_prod(W, transpose(dy)), which
+// needs an F32 W (and is slow even then). With a transposed copy Wt of every frozen
+// matrix the same product is mul_mat(Wt, dy): rewrite those nodes in place. Their shape
+// is the same, so nothing else in the graph changes.
+void use_transposed_weights(trainer & t, ggml_context * ctx, ggml_cgraph * g) {
+    std::unordered_map<const ggml_tensor *, ggml_tensor *> wt;
+    for (auto & L : t.layers)
+        for (int tg = 0; tg < T_COUNT; tg++) wt[L.w[tg]] = L.wt[tg];
+    wt[t.output] = t.output_t;
+    for (int i = 0; i < ggml_graph_n_nodes(g); i++) {
+        ggml_tensor * node = ggml_graph_node(g, i);
+        if (node->op != GGML_OP_OUT_PROD) continue;
+        auto it = wt.find(node->src[0]);
+        if (it == wt.end()) continue;
+        ggml_tensor * tr = node->src[1];
+        if (tr->op != GGML_OP_TRANSPOSE || !ggml_is_contiguous(tr->src[0]) || tr->src[0]->ne[0] != it->second->ne[0]) {
+            throw train_error(std::string("unexpected backward graph at ") + ggml_get_name(node->src[0]));
+        }
+        // The transpose view existed only for this product: turn it into a plain view
+        // of dY and feed it to the new product, so that the allocator still sees dY
+        // consumed (an orphaned view would keep dY alive to the end of the graph).
+        ggml_tensor * dy = tr->src[0];
+        for (int d = 0; d < GGML_MAX_DIMS; d++) {
+            tr->ne[d] = dy->ne[d];
+            tr->nb[d] = dy->nb[d];
+        }
+        tr->op = GGML_OP_RESHAPE;
+        ggml_tensor * mm = ggml_mul_mat(ctx, it->second, tr);
+        if (!ggml_are_same_shape(mm, node)) throw train_error(std::string("unexpected gradient shape at ") + ggml_get_name(node->src[0]));
+        node->op = GGML_OP_MUL_MAT;
+        memcpy(node->op_params, mm->op_params, sizeof(node->op_params));
+        node->src[0] = it->second;
+        node->src[1] = tr;
+    }
+}
+
 } // namespace
 
 void build_graph(trainer & t, built_graph & bg, graph_kind kind, int T, int n_sel) {
@@ -152,6 +189,8 @@ void build_graph(trainer & t, built_graph & bg, graph_kind kind, int T, int n_se
     ggml_build_backward_expand(ctx, bg.g, accs.data());
     bg.loss_grad = ggml_graph_get_grad_acc(bg.g, loss);
     ggml_set_input(bg.loss_grad);
+
+    if (t.wtype != GGML_TYPE_F32) use_transposed_weights(t, ctx, bg.g);
 
     // The graph allocator may run these backward ops in place over one of their inputs,
     // but the CPU kernels overwrite the output before they are done reading that input

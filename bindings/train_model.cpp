@@ -45,10 +45,12 @@ struct rng {
     float uniform() { return (float)(next() >> 40) * (1.0f / 16777216.0f); } // [0, 1)
 };
 
-// A frozen tensor to fill from the file once the buffer exists.
+// A frozen tensor to fill from the file once the buffer exists (transposed: dst holds
+// the matrix's transpose, for the hand-made backward of a frozen projection).
 struct pending {
     ggml_tensor * dst;
     int64_t src_id;
+    bool transposed;
 };
 
 struct loader {
@@ -82,8 +84,63 @@ struct loader {
         if (type == GGML_TYPE_COUNT) type = s->type;
         ggml_tensor * d = ggml_new_tensor(t.ctx_w, type, ggml_n_dims(s), s->ne);
         ggml_set_name(d, name.c_str());
-        todo.push_back({d, gguf_find_tensor(g.get(), name.c_str())});
+        todo.push_back({d, gguf_find_tensor(g.get(), name.c_str()), false});
         return d;
+    }
+
+    // Declares the transpose of matrix `name` in type `type`, named "<name>.T".
+    ggml_tensor * want_transposed(const std::string & name, ggml_type type) {
+        ggml_tensor * s = src(name);
+        if (!s || ggml_n_dims(s) != 2) throw train_error("the model has no matrix " + name);
+        ggml_tensor * d = ggml_new_tensor_2d(t.ctx_w, type, s->ne[1], s->ne[0]);
+        ggml_set_name(d, (name + ".T").c_str());
+        todo.push_back({d, gguf_find_tensor(g.get(), name.c_str()), true});
+        return d;
+    }
+
+    // Reads a whole tensor as F32 rows.
+    void read_f32(FILE * f, const pending & p, ggml_tensor * s, std::vector<float> & out) {
+        const size_t src_row = ggml_row_size(s->type, s->ne[0]);
+        const int64_t rows = ggml_nrows(s);
+        const size_t off = gguf_get_data_offset(g.get()) + gguf_get_tensor_offset(g.get(), p.src_id);
+        std::vector<uint8_t> raw(src_row);
+        out.resize((size_t)(rows * s->ne[0]));
+        const auto * tr = ggml_get_type_traits(s->type);
+        if (fseeko(f, (off_t)off, SEEK_SET) != 0) throw train_error(std::string("cannot read tensor ") + ggml_get_name(s));
+        for (int64_t r = 0; r < rows; r++) {
+            if (fread(raw.data(), 1, src_row, f) != src_row) throw train_error(std::string("cannot read tensor ") + ggml_get_name(s));
+            float * row = out.data() + r * s->ne[0];
+            if (s->type == GGML_TYPE_F32) memcpy(row, raw.data(), src_row);
+            else tr->to_float(raw.data(), row, s->ne[0]);
+        }
+    }
+
+    // Fills a transposed copy: W [n_in, n_out] as F32, then Wt [n_out, n_in] in chunks of
+    // rows converted to the destination type.
+    void fill_transposed(FILE * f, const pending & p, ggml_tensor * s) {
+        std::vector<float> w;
+        read_f32(f, p, s, w);
+        const int64_t n_in = s->ne[0], n_out = s->ne[1];
+        const ggml_type dt = p.dst->type;
+        const size_t dst_row = ggml_row_size(dt, n_out);
+        const int64_t chunk = std::max<int64_t>(1, (int64_t)((32u << 20) / (n_out * sizeof(float))));
+        std::vector<float> c;
+        std::vector<uint8_t> conv;
+        for (int64_t j0 = 0; j0 < n_in; j0 += chunk) {
+            const int64_t nj = std::min(chunk, n_in - j0);
+            c.resize((size_t)(nj * n_out));
+            for (int64_t i = 0; i < n_out; i++) {
+                const float * row = w.data() + i * n_in + j0;
+                for (int64_t j = 0; j < nj; j++) c[(size_t)(j * n_out + i)] = row[j];
+            }
+            const void * out = c.data();
+            if (dt != GGML_TYPE_F32) {
+                conv.resize(nj * dst_row);
+                ggml_quantize_chunk(dt, c.data(), conv.data(), 0, nj, n_out, nullptr);
+                out = conv.data();
+            }
+            ggml_backend_tensor_set(p.dst, out, j0 * dst_row, nj * dst_row);
+        }
     }
 
     // Reads every declared tensor from the file into its backend buffer, converting rows
@@ -96,7 +153,11 @@ struct loader {
         std::vector<float> f32;
         std::vector<uint8_t> conv;
         for (const auto & p : todo) {
-            ggml_tensor * s = ggml_get_tensor(meta.get(), ggml_get_name(p.dst));
+            ggml_tensor * s = ggml_get_tensor(meta.get(), gguf_get_tensor_name(g.get(), p.src_id));
+            if (p.transposed) {
+                fill_transposed(f.get(), p, s);
+                continue;
+            }
             const ggml_type st = s->type, dt = p.dst->type;
             const int64_t ne0 = s->ne[0], rows = ggml_nrows(s);
             const size_t src_row = ggml_row_size(st, ne0), dst_row = ggml_row_size(dt, ne0);
@@ -164,22 +225,27 @@ void load_model(trainer & t) {
     ld.open();
 
     // Frozen tensors: 20 per layer at most, plus a few global ones.
-    const size_t n_w = 8 + (size_t)hp.n_layer * 24;
+    const size_t n_w = 16 + (size_t)hp.n_layer * 32;
     ggml_init_params ip = {ggml_tensor_overhead() * n_w, nullptr, /*no_alloc =*/ true};
     t.ctx_w = ggml_init(ip);
     if (!t.ctx_w) throw train_error("out of memory");
 
-    // Phase 1 keeps every frozen matrix in F32: ggml's backward of mul_mat is OUT_PROD,
-    // which only F32 runs everywhere. The embedding is only looked up, so it may stay
-    // in its file type unless it doubles as the output matrix.
-    const ggml_type lin = GGML_TYPE_F32;
+    // Frozen matrices. F32 (the reference): ggml's own backward of mul_mat, OUT_PROD,
+    // which runs only on F32 everywhere. Other compute types: the matrix in that type for
+    // the forward and its transpose in that type for dX = W^T dY as a mul_mat (see
+    // train_graph.cpp), which is faster and holds half the bytes or less per copy.
+    // The embedding is only looked up, so it may stay in its file type unless it doubles
+    // as the output matrix.
+    const ggml_type lin = t.wtype;
+    const bool split = lin != GGML_TYPE_F32;
     const bool tied = ld.src("output.weight") == nullptr;
     ggml_tensor * embd_src = ld.src("token_embd.weight");
     if (!embd_src) throw train_error("the model has no tensor token_embd.weight");
-    const ggml_type et = (!tied && embd_type_ok(embd_src->type)) ? GGML_TYPE_COUNT : GGML_TYPE_F32;
+    const ggml_type et = tied ? lin : embd_type_ok(embd_src->type) ? GGML_TYPE_COUNT : GGML_TYPE_F32;
     t.tok_embd = ld.want("token_embd.weight", et, true);
     t.out_norm = ld.want("output_norm.weight", GGML_TYPE_F32, true);
     t.output   = tied ? t.tok_embd : ld.want("output.weight", lin, true);
+    if (split) t.output_t = ld.want_transposed(tied ? "token_embd.weight" : "output.weight", lin);
     t.output_b = ld.want("output.bias", GGML_TYPE_F32, false);
     if (hp.arch == CONCH_TRAIN_LLAMA) t.rope_freqs = ld.want("rope_freqs.weight", GGML_TYPE_F32, false);
 
@@ -189,7 +255,10 @@ void load_model(trainer & t) {
         auto nm = [&](const char * s, const char * suffix) { return "blk." + std::to_string(il) + "." + s + "." + suffix; };
         L.attn_norm = ld.want(nm("attn_norm", "weight"), GGML_TYPE_F32, true);
         L.ffn_norm  = ld.want(nm("ffn_norm", "weight"), GGML_TYPE_F32, true);
-        for (int tg = 0; tg < T_COUNT; tg++) L.w[tg] = ld.want(nm(target_suffix(tg), "weight"), lin, true);
+        for (int tg = 0; tg < T_COUNT; tg++) {
+            L.w[tg] = ld.want(nm(target_suffix(tg), "weight"), lin, true);
+            if (split) L.wt[tg] = ld.want_transposed(nm(target_suffix(tg), "weight"), lin);
+        }
         L.bq = ld.want(nm("attn_q", "bias"), GGML_TYPE_F32, false);
         L.bk = ld.want(nm("attn_k", "bias"), GGML_TYPE_F32, false);
         L.bv = ld.want(nm("attn_v", "bias"), GGML_TYPE_F32, false);

@@ -28,7 +28,7 @@ type TrainParams struct {
 	Alpha       float32  // LoRA alpha; scale = Alpha/Rank (default 16)
 	Targets     []string // subset of "q","k","v","o","gate","up","down" (empty = all)
 	MaxSeqLen   int      // longest sequence Accumulate/Eval will get (graph and memory sizing; default 512)
-	ComputeType string   // how frozen weights are held: "f32" (reference; "" = f32)
+	ComputeType string   // how frozen weights are held: "f32" (reference; "" = f32), "f16", "bf16", "q8_0" (see NewTrainer)
 	Threads     int      // 0 = DefaultThreads()
 	GPULayers   int      // run training on the GPU when > 0 or -1 (needs a CUDA build); 0 = CPU
 	Seed        uint64   // LoRA A init
@@ -81,14 +81,16 @@ func (p TrainParams) resolved() (TrainParams, uint32, error) {
 		return p, 0, fmt.Errorf("GPU layers %d: use -1 (all), 0 (CPU) or a positive count", p.GPULayers)
 	}
 	if _, ok := computeTypes[p.ComputeType]; !ok {
-		return p, 0, fmt.Errorf("compute type %q is not supported (f32)", p.ComputeType)
+		return p, 0, fmt.Errorf("compute type %q is not supported (f32, f16, bf16, q8_0)", p.ComputeType)
 	}
 	mask, err := parseTargets(p.Targets)
 	return p, mask, err
 }
 
 // computeTypes are the ways frozen weights can be held, as conch.h numbers them.
-var computeTypes = map[string]C.int{"f32": C.CONCH_TRAIN_F32}
+var computeTypes = map[string]C.int{
+	"f32": C.CONCH_TRAIN_F32, "f16": C.CONCH_TRAIN_F16, "bf16": C.CONCH_TRAIN_BF16, "q8_0": C.CONCH_TRAIN_Q8_0,
+}
 
 func finite32(f float32) bool { return !math.IsNaN(float64(f)) && !math.IsInf(float64(f), 0) }
 
@@ -136,6 +138,15 @@ func checkTrainSetup(info *GGUF, p TrainParams) (TrainParams, uint32, trainHPara
 	if err != nil {
 		return p, 0, hp, fmt.Errorf("%s: %w", info.Path, err)
 	}
+	if p.ComputeType == "q8_0" {
+		// Q8_0 packs rows in blocks of 32: every matrix and its transpose need rows of
+		// a multiple of 32 values.
+		for _, d := range []int{hp.nEmbd, hp.nFF, hp.nVocab, hp.headDim * hp.nHead, hp.headDim * hp.nHeadKV} {
+			if d%32 != 0 {
+				return p, 0, hp, fmt.Errorf("compute type q8_0 needs model dimensions that are multiples of 32 (this model has %d): use f16", d)
+			}
+		}
+	}
 	if int64(hp.nVocab)*int64(p.MaxSeqLen) > 1<<31 {
 		return p, 0, hp, fmt.Errorf("max sequence length %d is too long for a vocabulary of %d", p.MaxSeqLen, hp.nVocab)
 	}
@@ -178,6 +189,13 @@ type Trainer struct {
 
 // NewTrainer prepares LoRA training on m. The trainer reads the weights from m's file
 // itself, so m may have been loaded with VocabOnly.
+//
+// ComputeType "f32" dequantises every frozen matrix to F32 and lets ggml differentiate
+// through it: the reference, 4 bytes per weight. "f16", "bf16" and "q8_0" hold each
+// matrix and its transpose in that type (4, 4 and 2.1 bytes per weight in all) and
+// compute dX = Wᵀ·dY as a matrix product: faster, with activations and gradients
+// rounded to that type inside those products (llama.cpp rounds the same way when it
+// runs such a model).
 func NewTrainer(m *Model, p TrainParams) (*Trainer, error) {
 	if m == nil || m.Info == nil {
 		return nil, errors.New("no model")

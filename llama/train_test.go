@@ -574,16 +574,18 @@ func TestTrainerRejectsBadInput(t *testing.T) {
 }
 
 func TestEstimateTrainMemory(t *testing.T) {
-	for _, name := range []string{"llama", "qwen2"} {
+	for _, c := range []struct{ name, ct string }{{"llama", "f32"}, {"qwen2", "f32"}, {"qwen2", "f16"}, {"llama", "q8_0"}} {
+		name := c.name
 		m := trLoad(t, trModel(t, name))
-		p := TrainParams{Rank: 8, MaxSeqLen: 64, Threads: 1}
+		p := TrainParams{Rank: 8, MaxSeqLen: 64, Threads: 1, ComputeType: c.ct}
 		est := EstimateTrainMemory(m.Info, p)
 		tr := trNew(t, m, p)
 		got := tr.Memory()
-		t.Logf("%s: estimate %d, trainer holds %d", name, est, got)
+		t.Logf("%s %s: estimate %d, trainer holds %d", name, c.ct, est, got)
 		if float64(est) < 0.95*float64(got) || float64(est) > 1.25*float64(got) {
-			t.Errorf("%s: estimate %d bytes, the trainer holds %d", name, est, got)
+			t.Errorf("%s %s: estimate %d bytes, the trainer holds %d", name, c.ct, est, got)
 		}
+		tr.Close()
 		if e2 := EstimateTrainMemory(m.Info, TrainParams{Rank: 8, MaxSeqLen: 256}); e2 <= est {
 			t.Errorf("%s: estimate does not grow with MaxSeqLen (%d <= %d)", name, e2, est)
 		}
