@@ -167,9 +167,16 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (*Result, error) {
 		}
 		done := st.Step - sessionFrom
 		eta := time.Duration(float64(time.Since(sessionStart)) / float64(done) * float64(total-st.Step))
+		// A logged line shows the logged loss (the mean since the previous line), the live
+		// line the step's own.
+		rep := stepReport{step: st.Step, total: total, epoch: l.epoch(), loss: l.lastLoss, lr: l.lastLR,
+			gradNorm: l.lastGradNorm, tokPerS: l.lastTokPerS, eta: eta}
 		logged := len(st.Log) > 0 && st.Log[len(st.Log)-1].Step == st.Step
-		pr.step(stepReport{step: st.Step, total: total, epoch: l.epoch(), loss: l.lastLoss, lr: l.lastLR,
-			gradNorm: l.lastGradNorm, tokPerS: l.lastTokPerS, eta: eta}, logged)
+		if logged {
+			e := st.Log[len(st.Log)-1]
+			rep.loss, rep.tokPerS = e.Loss, e.TokensPerS
+		}
+		pr.step(rep, logged)
 		if cfg.SaveSteps > 0 && st.Step%cfg.SaveSteps == 0 || st.Step == total {
 			if res.Checkpoint, err = l.checkpoint(); err != nil {
 				return nil, err
