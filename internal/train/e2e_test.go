@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,6 +87,20 @@ func TestTrainMagicConch(t *testing.T) {
 	reloaded.Resume = false
 	if !reflect.DeepEqual(reloaded, cfg) {
 		t.Errorf("config.yaml\n got %+v\nwant %+v", reloaded, cfg)
+	}
+
+	// The adapter records how it was made.
+	info, err := llama.Inspect(res.Adapter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{"conch.train.learning_rate": "0.01", "conch.train.steps": "40", "conch.train.dataset": "magic_conch", "conch.train.template": "qwen"} {
+		if got := info.String(k); got != want {
+			t.Errorf("adapter metadata %s = %q, want %q", k, got, want)
+		}
+	}
+	if !strings.Contains(info.String("conch.train.config"), "num_train_epochs: 8") {
+		t.Errorf("adapter metadata lacks the config: %q", info.String("conch.train.config"))
 	}
 
 	// Resuming a finished run does nothing.
