@@ -212,17 +212,17 @@ func readYAML(path string) (map[string]any, []string, error) {
 	}
 	sort.Strings(keys)
 	out := map[string]any{}
-	var warnings []string
+	var warnings, harmless []string
 	for _, k := range keys {
 		val := raw[k]
 		nk := normKey(k)
 		if why, ok := ignoredKeys[nk]; ok {
-			if val != nil && val != false {
-				w := fmt.Sprintf("%s: %s has no effect in conch", path, k)
-				if why != "" {
-					w += " (" + why + ")"
-				}
-				warnings = append(warnings, w)
+			switch {
+			case val == nil || val == false:
+			case why == "":
+				harmless = append(harmless, k)
+			default:
+				warnings = append(warnings, fmt.Sprintf("%s: %s has no effect in conch (%s)", path, k, why))
 			}
 			continue
 		}
@@ -247,6 +247,9 @@ func readYAML(path string) (map[string]any, []string, error) {
 			return nil, nil, fmt.Errorf("%s: %s must be a single value, not a mapping", path, k)
 		}
 		out[key] = val
+	}
+	if len(harmless) > 0 {
+		warnings = append(warnings, fmt.Sprintf("%s: ignored, no effect in conch: %s", path, strings.Join(harmless, ", ")))
 	}
 	return out, warnings, nil
 }

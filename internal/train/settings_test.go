@@ -95,7 +95,8 @@ func TestConfigLlamaFactoryYAML(t *testing.T) {
 		t.Fatalf("a valid LLaMA-Factory file is refused: %v", err)
 	}
 	all := strings.Join(warnings, "\n")
-	for _, w := range []string{"unknown key mystery_knob", "bf16 has no effect", "plot_loss has no effect", "preprocessing_num_workers has no effect"} {
+	for _, w := range []string{"unknown key mystery_knob", "bf16 has no effect in conch (use compute_type)", "plot_loss has no effect",
+		"ignored, no effect in conch: do_train, overwrite_cache, preprocessing_num_workers, trust_remote_code"} {
 		if !strings.Contains(all, w) {
 			t.Errorf("no warning %q in:\n%s", w, all)
 		}
