@@ -160,7 +160,8 @@ int conch_merge(const struct conch_merge_params * p);
 /* llama_model_quantize with requantisation allowed; ftype is a llama_ftype. */
 int conch_quantize(const char * in_path, const char * out_path, int ftype, int n_threads);
 
-/* Loads the model at path with llama.cpp (memory-mapped, CPU, no repacking) and frees it:
+/* Checks that llama.cpp loads the model at path: everything up to reading the weights
+ * (metadata, vocabulary, hyperparameters, tensor shapes and bounds), without reading them.
  * 0 when it loads. */
 int conch_model_check(const char * path);
 

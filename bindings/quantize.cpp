@@ -24,16 +24,32 @@ extern "C" int conch_quantize(const char * in_path, const char * out_path, int f
     return 0;
 }
 
+// The check loads everything llama.cpp validates before reading weights (metadata,
+// vocabulary, hyperparameters, every tensor's name, type, shape and place in the file)
+// and stops at the first progress report, before any weight is read: memory-mapping with
+// prefetch would pull the whole file into memory, and reading it would cost as much.
+static bool stop_at_weights(float, void * reached) {
+    *(bool *) reached = true;
+    return false;
+}
+
 extern "C" int conch_model_check(const char * path) {
+    bool reached = false;
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = 0;
-    mp.use_mmap = true;
-    mp.use_extra_bufts = false; // repacking would read every weight: a check needs none
+    mp.use_mmap = false;        // buffers are allocated but never touched
+    mp.use_extra_bufts = false; // no repacking
     mp.check_tensors = false;
+    mp.progress_callback = stop_at_weights;
+    mp.progress_callback_user_data = &reached;
     llama_model * m = llama_model_load_from_file(path, mp);
-    if (!m) {
-        return 1;
+    if (m) {
+        llama_model_free(m);
+        return 0;
     }
-    llama_model_free(m);
-    return 0;
+    if (reached) {
+        conch_clear_error(); // the "cancelled" load is our own doing
+        return 0;
+    }
+    return 1;
 }

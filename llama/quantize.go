@@ -217,8 +217,10 @@ func quantizeFile(in, out, final string, q QuantType, threads int) error {
 	return nil
 }
 
-// VerifyModel checks that llama.cpp loads the model at path (memory-mapped, without
-// reading the weights): the last check before a written model is moved into place.
+// VerifyModel checks that llama.cpp loads the model at path, up to reading the weights
+// (metadata, vocabulary, hyperparameters, every tensor's shape and place in the file),
+// which it skips: the last check before a written model is moved into place, cheap
+// even for a large model.
 func VerifyModel(path string) error {
 	ensureInit()
 	g, err := Inspect(path)
