@@ -300,3 +300,66 @@ func mustRead(t *testing.T, p string) []byte {
 	}
 	return b
 }
+
+// A quantised base (the usual download) merges too: adapted weights are dequantised, merged
+// in F32 and requantised; the others are copied byte for byte when the type stays.
+func TestMergeQuantisedBase(t *testing.T) {
+	f32 := testmodel.Cached(t, testmodel.Tiny("llama"))
+	qbase := filepath.Join(t.TempDir(), "base-q8_0.gguf")
+	if _, err := llama.Quantize(context.Background(), llama.QuantizeParams{Input: f32, Output: qbase, Type: "q8_0"}); err != nil {
+		t.Fatal(err)
+	}
+	ad := writeAdapter(t, f32, testmodel.AdapterSpec{Rank: 4, Seed: 3, Scale: 0.2, Targets: []string{"q", "v", "up"}})
+	want := mergeLogits(t, qbase, runtimeLoRA{ad, 1})
+	moved, _ := logitsDiff(mergeLogits(t, qbase), want)
+	bg, _ := llama.Inspect(qbase)
+	// The reference for an f16 output is the base dequantised to f16 plus the runtime
+	// adapter: with q8_0 weights llama.cpp also rounds the activations to 8 bits.
+	fbase := filepath.Join(t.TempDir(), "base-f16.gguf")
+	if _, err := llama.Quantize(context.Background(), llama.QuantizeParams{Input: qbase, Output: fbase, Type: "f16"}); err != nil {
+		t.Fatal(err)
+	}
+	wantF16 := mergeLogits(t, fbase, runtimeLoRA{ad, 1})
+	for _, tc := range []struct {
+		typ  string
+		tol  float64
+		want [][]float32
+	}{{"q8_0", 0.05, want}, {"f16", 0.002, wantF16}} {
+		res := merge(t, llama.MergeParams{Base: qbase, LoRAs: []llama.MergeLoRA{{Path: ad, Scale: 1}}, Type: tc.typ})
+		d, sc := logitsDiff(mergeLogits(t, res.Output), tc.want)
+		t.Logf("q8_0 base to %s: error %.4f, adapter effect %.3f, logits up to %.2f", tc.typ, d, moved, sc)
+		if d > tc.tol*sc || moved < 4*d {
+			t.Fatalf("%s: off by %g (effect %g)", tc.typ, d, moved)
+		}
+		g, err := llama.Inspect(res.Output)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.typ != "q8_0" {
+			for _, ti := range g.Tensors {
+				if len(ti.Shape) == 2 && ti.TypeName() != tc.typ {
+					t.Fatalf("%s is %s", ti.Name, ti.TypeName())
+				}
+			}
+			continue
+		}
+		// Untouched q8_0 tensors: the same bytes (rawGGUF skips quantised data, so read them here).
+		raw := mustRead(t, res.Output)
+		braw := mustRead(t, qbase)
+		same := 0
+		for _, ti := range g.Tensors {
+			b, _ := bg.Tensor(ti.Name)
+			touched := strings.Contains(ti.Name, "attn_q.") || strings.Contains(ti.Name, "attn_v.") || strings.Contains(ti.Name, "ffn_up.")
+			eq := ti.Type == b.Type && string(raw[g.DataOffset+int64(ti.Offset):][:ti.Size]) == string(braw[bg.DataOffset+int64(b.Offset):][:b.Size])
+			if eq == touched {
+				t.Fatalf("%s: touched %v, identical %v", ti.Name, touched, eq)
+			}
+			if eq && ti.TypeName() == "q8_0" {
+				same++
+			}
+		}
+		if same == 0 {
+			t.Fatal("no untouched q8_0 tensor to compare")
+		}
+	}
+}

@@ -42,13 +42,16 @@ and loadable; an existing file is replaced only with --force.`,
 				}
 				p.LoRAs = append(p.LoRAs, llama.MergeLoRA{Path: path, Scale: scale})
 			}
+			var end func()
 			if !quiet {
-				p.Progress = progressLine("merging")
+				p.Progress, end = progressLine("merging")
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 			defer stop()
 			res, err := llama.Merge(ctx, p)
-			endProgress(quiet)
+			if end != nil {
+				end()
+			}
 			if err != nil {
 				return err
 			}
@@ -72,20 +75,22 @@ and loadable; an existing file is replaced only with --force.`,
 	root.AddCommand(cmd)
 }
 
-// progressLine returns a Progress callback drawing "label: done/total tensors" on stderr.
-func progressLine(label string) func(done, total int) {
-	last := -1
+// progressLine returns a Progress callback drawing "label: done/total tensors" on stderr
+// when it is a terminal, and a function that clears the line again.
+func progressLine(label string) (func(done, total int), func()) {
+	if st, err := os.Stderr.Stat(); err != nil || st.Mode()&os.ModeCharDevice == 0 {
+		return nil, nil
+	}
+	last, drawn := -1, false
 	return func(done, total int) {
-		if done == last {
-			return
+			if done == last {
+				return
+			}
+			last, drawn = done, true
+			fmt.Fprintf(os.Stderr, "\r%s: %d/%d tensors", label, done, total)
+		}, func() {
+			if drawn {
+				fmt.Fprint(os.Stderr, "\r\033[K")
+			}
 		}
-		last = done
-		fmt.Fprintf(os.Stderr, "\r%s: %d/%d tensors", label, done, total)
-	}
-}
-
-func endProgress(quiet bool) {
-	if !quiet {
-		fmt.Fprint(os.Stderr, "\r\033[K")
-	}
 }

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/magicconch/conch/internal/testmodel"
+	"github.com/magicconch/conch/llama"
+)
+
+// TestMain lets a test run the real command line (main, with its exit code) in a child.
+func TestMain(m *testing.M) {
+	if args := os.Getenv("CONCH_CLI_ARGS"); args != "" {
+		os.Args = append([]string{"conch"}, strings.Split(args, "\x1f")...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// conch runs the command line in a child process and returns its output and exit code.
+func conch(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "CONCH_CLI_ARGS="+strings.Join(args, "\x1f"))
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), code
+}
+
+func TestMergeQuantizeConvertCLI(t *testing.T) {
+	base := testmodel.Cached(t, testmodel.Tiny("llama"))
+	dir := t.TempDir()
+	ad := filepath.Join(dir, "adapter.gguf")
+	if err := testmodel.WriteAdapter(ad, base, testmodel.AdapterSpec{Rank: 4, Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	merged := filepath.Join(dir, "merged-q8_0.gguf")
+	out, code := conch(t, "merge", "-q", "--model", base, "--lora", ad+":0.5", "--output", merged, "--type", "q8_0")
+	if code != 0 || !strings.Contains(out, "14 of 21 tensors merged and quantised, q8_0") {
+		t.Fatalf("merge: exit %d: %s", code, out)
+	}
+	g, err := llama.Inspect(merged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := g.Float("conch.merge.lora.0.scale"); v != 0.5 {
+		t.Fatalf("recorded scale %v", v)
+	}
+	q := filepath.Join(dir, "q4.gguf")
+	if out, code := conch(t, "quantize", merged, q, "Q4_K_M"); code != 0 || !strings.Contains(out, "q4_k_m") {
+		t.Fatalf("quantize: exit %d: %s", code, out)
+	}
+	if out, code := conch(t, "quantize", "--list"); code != 0 || !strings.Contains(out, "q4_k_m") {
+		t.Fatalf("quantize --list: exit %d: %s", code, out)
+	}
+	// Bad input: one line on stderr, exit status 1.
+	for _, args := range [][]string{
+		{"merge", "--model", base, "--lora", ad, "--output", merged},
+		{"merge", "--model", base, "--lora", ad, "--output", filepath.Join(dir, "x.gguf"), "--type", "q7"},
+		{"merge", "--model", ad, "--lora", ad, "--output", filepath.Join(dir, "x.gguf")},
+		{"quantize", base, filepath.Join(dir, "x.gguf"), "nonsense"},
+		{"convert", dir, filepath.Join(dir, "x.gguf")},
+		{"convert", "--adapter", dir, filepath.Join(dir, "x.gguf"), "--base", base},
+	} {
+		out, code := conch(t, args...)
+		if code != 1 || strings.Count(strings.TrimSpace(out), "\n") != 0 || !strings.HasPrefix(out, "conch: ") {
+			t.Errorf("%v: exit %d, output %q (want one line and exit 1)", args, code, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x.gguf")); err == nil {
+		t.Fatal("a failed command left an output")
+	}
+}
