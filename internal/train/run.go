@@ -187,11 +187,7 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (*Result, error) {
 	pr.done()
 
 	final := filepath.Join(out, adapterFile)
-	tmp := filepath.Join(out, "adapter.tmp.gguf")
-	if err := tr.SaveAdapter(tmp, l.meta()); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp, final); err != nil {
+	if err := tr.SaveAdapter(final, l.meta()); err != nil { // written atomically
 		return nil, err
 	}
 	finish(res, st, out)
