@@ -124,6 +124,72 @@ void use_transposed_weights(trainer & t, ggml_context * ctx, ggml_cgraph * g) {
     }
 }
 
+// The remaining OUT_PRODs (attention and LoRA gradients) run several times slower on the
+// CPU than a matrix product of the same size, and out_prod(a, b) = mul_mat(aᵀ, bᵀ). An
+// operand that ggml built as a transpose view of a contiguous gradient is used untransposed
+// (the view is turned into a plain one, see use_transposed_weights); others are copied
+// transposed, which pays off only when the product does many operations per copied value
+// (attention: yes; the thin LoRA products: no). New nodes go into the graph just before
+// the product that needs them. Stored weights are left alone (f32 mode's frozen matrices).
+void out_prods_as_mul_mats(ggml_context * ctx, ggml_cgraph * g) {
+    const int n = ggml_graph_n_nodes(g);
+    ggml_tensor ** nodes = ggml_graph_nodes(g);
+    std::unordered_map<const ggml_tensor *, int> uses;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < GGML_MAX_SRC; j++)
+            if (nodes[i]->src[j]) uses[nodes[i]->src[j]]++;
+    auto plain_transpose = [&](const ggml_tensor * x) {
+        return x->op == GGML_OP_TRANSPOSE && uses[x] == 1 && ggml_is_contiguous(x->src[0]);
+    };
+
+    std::vector<ggml_tensor *> order;
+    order.reserve(n + 64);
+    const int room = ggml_graph_size(g) - n;
+    int added = 0;
+    for (int i = 0; i < n; i++) {
+        ggml_tensor * node = nodes[i];
+        order.push_back(node);
+        if (node->op != GGML_OP_OUT_PROD) continue;
+        ggml_tensor * a = node->src[0], * b = node->src[1];
+        if (a->op == GGML_OP_NONE || a->type != GGML_TYPE_F32 || b->type != GGML_TYPE_F32 || added + 4 > room) continue;
+        const bool a_view = plain_transpose(a), b_view = plain_transpose(b);
+        const double flops = 2.0 * (double)node->ne[0] * (double)node->ne[1] * (double)a->ne[1] * (double)(node->ne[2] * node->ne[3]);
+        const double copied = (a_view ? 0.0 : (double)ggml_nelements(a)) + (b_view ? 0.0 : (double)ggml_nelements(b));
+        if (flops < 64.0 * copied) continue;
+
+        order.pop_back();
+        auto operand = [&](ggml_tensor * x, bool view) {
+            if (view) {
+                ggml_tensor * src = x->src[0];
+                for (int d = 0; d < GGML_MAX_DIMS; d++) {
+                    x->ne[d] = src->ne[d];
+                    x->nb[d] = src->nb[d];
+                }
+                x->op = GGML_OP_RESHAPE;
+                return x;
+            }
+            ggml_tensor * xt = ggml_transpose(ctx, x);
+            ggml_tensor * xc = ggml_cont(ctx, xt);
+            order.push_back(xt);
+            order.push_back(xc);
+            added += 2;
+            return xc;
+        };
+        ggml_tensor * at = operand(a, a_view);
+        ggml_tensor * bt = operand(b, b_view);
+        ggml_tensor * mm = ggml_mul_mat(ctx, at, bt);
+        if (!ggml_are_same_shape(mm, node)) throw train_error("unexpected shape in the backward graph");
+        node->op = GGML_OP_MUL_MAT;
+        memcpy(node->op_params, mm->op_params, sizeof(node->op_params));
+        node->src[0] = at;
+        node->src[1] = bt;
+        order.push_back(node);
+    }
+    for (int k = 0; k < added; k++) ggml_graph_add_node(g, order[0]); // grow n_nodes
+    nodes = ggml_graph_nodes(g);
+    for (size_t k = 0; k < order.size(); k++) nodes[k] = order[k];
+}
+
 } // namespace
 
 void build_graph(trainer & t, built_graph & bg, graph_kind kind, int T, int n_sel) {
@@ -191,6 +257,7 @@ void build_graph(trainer & t, built_graph & bg, graph_kind kind, int T, int n_se
     ggml_set_input(bg.loss_grad);
 
     if (t.wtype != GGML_TYPE_F32) use_transposed_weights(t, ctx, bg.g);
+    out_prods_as_mul_mats(ctx, bg.g);
 
     // The graph allocator may run these backward ops in place over one of their inputs,
     // but the CPU kernels overwrite the output before they are done reading that input
