@@ -82,7 +82,7 @@ func (s *Server) generate(c *gin.Context) {
 		abort(c, badRequest("prompt", "%v", err))
 		return
 	}
-	req, aerr := s.build(e, o, toks, "prompt")
+	req, aerr := s.build(e.SlotCtx(), o, toks, "prompt")
 	if aerr != nil {
 		abort(c, aerr)
 		return

@@ -53,9 +53,9 @@ func (s *Server) resolveModel(e *engine.Engine, name string) (string, *apiError)
 	return "", errModelNotFound(name)
 }
 
-// build validates o and fills in the engine request for prompt tokens toks.
-func (s *Server) build(e *engine.Engine, o options, toks []llama.Token, promptParam string) (engine.Request, *apiError) {
-	n := e.SlotCtx()
+// build validates o and fills in the engine request for prompt tokens toks, for slots of
+// n tokens.
+func (s *Server) build(n int, o options, toks []llama.Token, promptParam string) (engine.Request, *apiError) {
 	var r engine.Request
 	switch {
 	case len(toks) == 0:

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -257,4 +256,4 @@ func (d *daemon) metric(t testing.TB, sample string) float64 {
 	return 0
 }
 
-var errStop = errors.New("stop")
+func timeout(t testing.TB) <-chan time.Time { return time.After(15 * time.Second) }

@@ -108,7 +108,7 @@ func (s *Server) chatCompletions(c *gin.Context) {
 		abort(c, badRequest("messages", "%v", err))
 		return
 	}
-	req, aerr := s.build(e, o, toks, "messages")
+	req, aerr := s.build(e.SlotCtx(), o, toks, "messages")
 	if aerr != nil {
 		abort(c, aerr)
 		return
@@ -224,7 +224,7 @@ func (s *Server) completions(c *gin.Context) {
 			return
 		}
 	}
-	req, aerr := s.build(e, o, toks, "prompt")
+	req, aerr := s.build(e.SlotCtx(), o, toks, "prompt")
 	if aerr != nil {
 		abort(c, aerr)
 		return

@@ -62,12 +62,13 @@ type Engine struct {
 	log     *slog.Logger
 	adapter map[string]Adapter
 
-	mu     sync.Mutex
-	queue  []*job // waiting for a slot, oldest first
-	closed bool
-	wake   chan struct{} // cap 1: something changed for the engine goroutine
-	quit   chan struct{}
-	done   chan struct{}
+	mu        sync.Mutex
+	queue     []*job // waiting for a slot, oldest first
+	closed    bool   // no new requests (draining or closed)
+	closeOnce sync.Once
+	wake      chan struct{} // cap 1: something changed for the engine goroutine
+	quit      chan struct{}
+	done      chan struct{}
 
 	busy atomic.Int32 // slots in use (read by metrics)
 
@@ -263,17 +264,14 @@ func (e *Engine) poke() {
 // frees the context. Drain first (with Shutdown) to let requests finish.
 func (e *Engine) Close() {
 	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		<-e.done
-		return
-	}
 	e.closed = true
 	e.mu.Unlock()
-	close(e.quit)
-	<-e.done
-	e.batch.Free()
-	e.lctx.Close()
+	e.closeOnce.Do(func() {
+		close(e.quit)
+		<-e.done
+		e.batch.Free()
+		e.lctx.Close()
+	})
 }
 
 // Drain stops accepting new requests and waits until every accepted one has finished or

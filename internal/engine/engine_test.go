@@ -297,3 +297,31 @@ func TestCloseEndsEverything(t *testing.T) {
 		t.Fatalf("submit after close: %v", err)
 	}
 }
+
+// Drain lets running requests finish and refuses new ones; Close after it still works.
+func TestDrainThenClose(t *testing.T) {
+	e := newEngine(t, Config{Parallel: 1})
+	m := e.Model()
+	s, err := e.Submit(context.Background(), Request{Prompt: tokenize(t, m, "Hi"), MaxTokens: 20, IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, res, err := s.Wait(ctx); err != nil || res.Tokens != 20 {
+		t.Fatalf("drained request: %+v %v", res, err)
+	}
+	if _, err := e.Submit(context.Background(), Request{Prompt: tokenize(t, m, "x")}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("submit while draining: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { e.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close after Drain hangs")
+	}
+}
