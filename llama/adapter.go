@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"unsafe"
 )
 
@@ -67,7 +68,20 @@ func CheckAdapter(base, adapter *GGUF) error {
 		if len(t.Shape) != 2 || len(w.Shape) < 2 {
 			return fmt.Errorf("adapter tensor %q is not a matrix", t.Name)
 		}
-		if isA && t.Shape[0] != w.Shape[0] || !isA && t.Shape[1] != w.Shape[1] {
+		// llama.cpp stores token_embd's pair the other way round: a [r, n_vocab], b [n_embd, r]
+		embd := strings.HasSuffix(name, "token_embd.weight")
+		var ok2 bool
+		switch {
+		case embd && isA:
+			ok2 = t.Shape[1] == w.Shape[1]
+		case embd:
+			ok2 = t.Shape[1] == w.Shape[0]
+		case isA:
+			ok2 = t.Shape[0] == w.Shape[0]
+		default:
+			ok2 = t.Shape[1] == w.Shape[1]
+		}
+		if !ok2 {
 			return fmt.Errorf("adapter tensor %q has shape %v, base weight %q has %v: made for another model", t.Name, t.Shape, name, w.Shape)
 		}
 	}
