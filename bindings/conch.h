@@ -143,18 +143,24 @@ struct conch_merge_params {
     const char * base_path;
     const char * out_path;           /* written from scratch; the caller renames it */
     const struct conch_merge_lora * loras;
-    int          n_loras;
+    int          n_loras;            /* 0: a plain conversion to the types below */
     const struct conch_merge_kv * kvs;
     int          n_kvs;
-    int          merged_type;        /* ggml_type of adapted tensors (F32, F16, BF16); -1: the
-                                        base type when it is a float type, else F16 */
+    const int32_t * tensor_types;    /* the ggml_type to write for each base tensor, in file
+                                        order; each converted row must fill whole blocks */
+    int          n_tensor_types;
+    int          file_type;          /* general.file_type to record (a llama_ftype); -1 keeps
+                                        the base's */
     int          n_threads;          /* 0: all cores */
     struct conch_merge_progress * progress; /* may be NULL */
 };
 
-/* Writes base + adapters to out_path, tensor by tensor. Untouched tensors are copied byte
- * for byte and every base key is kept; the adapters' own keys (training settings) are
- * recorded under conch.merge.lora.<i>. */
+/* Writes base + adapters to out_path, tensor by tensor, each in its type from
+ * tensor_types: a tensor that keeps its type and no adapter touches is copied byte for
+ * byte, any other is converted through F32 with ggml's quantiser (the bytes llama.cpp's
+ * quantiser writes). Every base key is kept; with adapters, the adapters' own keys
+ * (training settings) are recorded under conch.merge.lora.<i> and an earlier merge's
+ * conch.merge.* record is replaced. */
 int conch_merge(const struct conch_merge_params * p);
 
 /* llama_model_quantize with requantisation allowed; ftype is a llama_ftype. */

@@ -1,11 +1,15 @@
-// Folding LoRA adapters into a base model: W' = W + sum_i scale_i * (alpha_i / r_i) * B_i * A_i.
+// Folding LoRA adapters into a base model, W' = W + sum_i scale_i * (alpha_i / r_i) * B_i * A_i,
+// and writing every tensor in the type the caller chose for it.
 //
-// The base is read one tensor at a time (pread), so memory stays near the largest adapted
-// tensor in F32 plus small copy buffers, whatever the model size. Untouched tensors are
-// copied byte for byte; every key of the base (tokenizer, chat template, rope settings)
-// is kept through gguf_set_kv, which is why we do not use llama_model_save_to_file.
-// The caller (Go) validates shapes and types first; the checks here only turn what
-// slipped through into an error instead of an abort.
+// The base is read a slice of rows at a time (pread), so memory stays near one slice plus
+// the adapters, whatever the model size. A tensor that keeps its type and no adapter
+// touches is copied byte for byte; any other is read as F32, merged, and converted with
+// ggml_quantize_chunk, the routine llama.cpp's quantiser uses, so the bytes are the ones
+// llama-quantize would write. With no adapters this is a plain conversion (requantising).
+// Every key of the base (tokenizer, chat template, rope settings) is kept through
+// gguf_set_kv, which is why we do not use llama_model_save_to_file. The caller (Go)
+// chooses the types and validates shapes first; the checks here only turn what slipped
+// through into an error instead of an abort.
 #include "conch.h"
 
 #include <fcntl.h>
@@ -60,8 +64,6 @@ void to_f32(ggml_type t, const void * src, float * dst, int64_t n) {
     tr->to_float(src, dst, n);
 }
 
-bool is_float_type(ggml_type t) { return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
-
 // One adapter: its metadata and tensors (adapters are small: they are loaded whole).
 struct lora {
     std::string path;
@@ -102,16 +104,18 @@ void parallel_rows(int64_t n, int n_threads, F fn) {
     for (auto & t : th) t.join();
 }
 
-// add_delta adds p.scale * B * A to w (n_out rows of n_in values, ggml order).
-// A is [n_in, r] (r rows of n_in), B is [r, n_out] (n_out rows of r).
-void add_delta(float * w, int64_t n_in, int64_t n_out, const pair_f32 & p, int n_threads) {
+// add_delta adds p.scale * B * A to rows [o0, o0 + n) of a weight of n_in values per row
+// (ggml order), held in w from row o0 on. A is [n_in, r] (r rows of n_in), B is [r, n_out]
+// (n_out rows of r). Rows are independent, so a weight can be merged a slice at a time.
+void add_delta(float * w, int64_t n_in, int64_t o0, int64_t n, const pair_f32 & p, int n_threads) {
     const float * A = p.a.data();
     const float * B = p.b.data();
     const int64_t r = p.r;
     const float s = p.scale;
-    parallel_rows(n_out, n_threads, [&](int64_t lo, int64_t hi) {
-        for (int64_t o = lo; o < hi; o++) {
-            float * row = w + o * n_in;
+    parallel_rows(n, n_threads, [&](int64_t lo, int64_t hi) {
+        for (int64_t j = lo; j < hi; j++) {
+            const int64_t o = o0 + j;
+            float * row = w + j * n_in;
             for (int64_t k = 0; k < r; k++) {
                 const float c = s * B[o * r + k];
                 const float * arow = A + k * n_in;
@@ -123,15 +127,15 @@ void add_delta(float * w, int64_t n_in, int64_t n_out, const pair_f32 & p, int n
 
 // add_delta_embd is add_delta for token_embd.weight, whose pair llama.cpp stores flipped:
 // A is [r, n_vocab] (one row of r per token) and B is [r, n_embd].
-void add_delta_embd(float * w, int64_t n_embd, int64_t n_vocab, const pair_f32 & p, int n_threads) {
+void add_delta_embd(float * w, int64_t n_embd, int64_t t0, int64_t n, const pair_f32 & p, int n_threads) {
     const float * A = p.a.data();
     const float * B = p.b.data();
     const int64_t r = p.r;
     const float s = p.scale;
-    parallel_rows(n_vocab, n_threads, [&](int64_t lo, int64_t hi) {
-        for (int64_t t = lo; t < hi; t++) {
-            float * row = w + t * n_embd;
-            const float * at = A + t * r;
+    parallel_rows(n, n_threads, [&](int64_t lo, int64_t hi) {
+        for (int64_t j = lo; j < hi; j++) {
+            float * row = w + j * n_embd;
+            const float * at = A + (t0 + j) * r;
             for (int64_t e = 0; e < n_embd; e++) {
                 const float * be = B + e * r;
                 float acc = 0;
@@ -234,7 +238,6 @@ bool cancelled(const conch_merge_progress * pr) { return pr && __atomic_load_n(&
 void do_merge(const conch_merge_params * p) {
     if (!p || !p->base_path || !p->out_path) fail("merge: missing paths");
     const int n_threads = p->n_threads > 0 ? p->n_threads : (int) std::max(1u, std::thread::hardware_concurrency());
-    if (p->merged_type >= 0 && !is_float_type((ggml_type) p->merged_type)) fail("merge: merged tensors must be f32, f16 or bf16");
 
     // The base: metadata and tensor infos only.
     ggml_context * base_meta_raw = nullptr;
@@ -303,7 +306,8 @@ void do_merge(const conch_merge_params * p) {
         }
     }
 
-    // The output: every base key, minus an earlier merge's record, plus ours.
+    // The output: every base key, minus an earlier merge's record when this is a merge,
+    // plus ours.
     gguf_ptr out(gguf_init_empty());
     gguf_set_kv(out.get(), base.get());
     {
@@ -313,7 +317,7 @@ void do_merge(const conch_merge_params * p) {
         if (k >= 0 && (gguf_get_kv_type(out.get(), k) != GGUF_TYPE_UINT32 || gguf_get_val_u32(out.get(), k) != gguf_get_alignment(out.get())))
             gguf_remove_key(out.get(), "general.alignment");
         std::vector<std::string> stale;
-        for (int64_t i = 0; i < gguf_get_n_kv(out.get()); i++)
+        for (int64_t i = 0; p->n_loras > 0 && i < gguf_get_n_kv(out.get()); i++)
             if (has_prefix(gguf_get_key(out.get(), i), "conch.merge.")) stale.push_back(gguf_get_key(out.get(), i));
         for (auto & s : stale) gguf_remove_key(out.get(), s.c_str());
     }
@@ -340,19 +344,35 @@ void do_merge(const conch_merge_params * p) {
 
     // Tensor infos with their output types.
     const int64_t n_tensors = gguf_get_n_tensors(base.get());
+    if (p->n_tensor_types != n_tensors || !p->tensor_types) fail("merge: the output types do not match the base's tensors");
     std::vector<bool> merged(n_tensors, false);
     std::vector<ggml_type> out_type(n_tensors);
+    bool any_quantized = false;
     for (int64_t i = 0; i < n_tensors; i++) {
         const char * name = gguf_get_tensor_name(base.get(), i);
         const ggml_tensor * t = ggml_get_tensor(base_meta.get(), name);
         for (auto & m : touches) if (m.count(name)) merged[i] = true;
-        out_type[i] = t->type;
-        if (merged[i]) {
-            out_type[i] = p->merged_type >= 0 ? (ggml_type) p->merged_type : is_float_type(t->type) ? t->type : GGML_TYPE_F16;
+        const int32_t ot = p->tensor_types[i];
+        if (ot < 0 || ot >= GGML_TYPE_COUNT || ggml_blck_size((ggml_type) ot) <= 0 || ggml_type_size((ggml_type) ot) == 0)
+            fail(std::string(name) + ": bad output type");
+        out_type[i] = (ggml_type) ot;
+        if (out_type[i] != t->type || merged[i]) {
+            // Converted through F32: the row must fill whole blocks, the source must be
+            // readable as F32, and no importance matrix can be needed.
+            if (t->ne[0] % ggml_blck_size(out_type[i]) != 0)
+                fail(std::string(name) + ": rows of " + std::to_string(t->ne[0]) + " values do not fit " + ggml_type_name(out_type[i]));
+            if (ggml_quantize_requires_imatrix(out_type[i]))
+                fail(std::string(name) + ": " + ggml_type_name(out_type[i]) + " needs an importance matrix");
+            if (t->type != GGML_TYPE_F32 && !ggml_get_type_traits(t->type)->to_float)
+                fail(std::string(name) + ": cannot convert from " + ggml_type_name(t->type));
         }
+        any_quantized = any_quantized || ggml_is_quantized(out_type[i]);
         gguf_add_tensor(out.get(), t);
         if (out_type[i] != t->type) gguf_set_tensor_type(out.get(), name, out_type[i]);
     }
+    // As llama.cpp's quantiser records them.
+    if (p->file_type >= 0) gguf_set_val_u32(out.get(), "general.file_type", (uint32_t) p->file_type);
+    if (any_quantized) gguf_set_val_u32(out.get(), "general.quantization_version", GGML_QNT_VERSION);
 
     if (p->progress) {
         __atomic_store_n(&p->progress->total, (int32_t) n_tensors, __ATOMIC_RELAXED);
@@ -373,6 +393,9 @@ void do_merge(const conch_merge_params * p) {
     }
     const size_t data_start = w.pos();
 
+    // A slice of about this many values is converted at a time: rows are independent for
+    // the merge and for every ggml type, so the result does not depend on the slicing.
+    const int64_t slice_values = 8 << 20;
     std::vector<char> copy_buf;
     std::vector<char> raw;
     std::vector<float> f32;
@@ -384,8 +407,9 @@ void do_merge(const conch_merge_params * p) {
         const size_t src_off = data_off + gguf_get_tensor_offset(base.get(), i);
         const size_t nbytes = ggml_nbytes(t);
         if (w.pos() - data_start != gguf_get_tensor_offset(out.get(), i)) fail("merge: internal offset mismatch");
+        const ggml_type ot = out_type[i];
 
-        if (!merged[i]) {
+        if (!merged[i] && ot == t->type) {
             // Byte for byte, in chunks: untouched tensors never need a whole-tensor buffer.
             copy_buf.resize(std::min<size_t>(nbytes, 16 << 20));
             for (size_t done = 0; done < nbytes;) {
@@ -395,14 +419,14 @@ void do_merge(const conch_merge_params * p) {
                 done += n;
             }
         } else {
-            const int64_t n_in = t->ne[0], n_out = t->ne[1], ne = n_in * n_out;
-            raw.resize(nbytes);
-            read_at(in.fd, raw.data(), nbytes, src_off, p->base_path);
-            f32.resize(ne);
-            to_f32(t->type, raw.data(), f32.data(), ne);
-            std::vector<char>().swap(raw);
+            const int64_t n_per_row = t->ne[0];
+            const int64_t n_rows = ggml_nelements(t) / n_per_row;
+            const size_t in_row = ggml_row_size(t->type, n_per_row);
+            const size_t out_row = ggml_row_size(ot, n_per_row);
             const bool embd = strlen(name) >= 17 && strcmp(name + strlen(name) - 17, "token_embd.weight") == 0;
-            for (size_t li = 0; li < loras.size(); li++) {
+            // The adapters' pairs for this weight, in F32, for every slice.
+            std::vector<pair_f32> pairs;
+            for (size_t li = 0; merged[i] && li < loras.size(); li++) {
                 auto it = touches[li].find(name);
                 if (it == touches[li].end()) continue;
                 pair_f32 pr;
@@ -411,24 +435,42 @@ void do_merge(const conch_merge_params * p) {
                 pr.r = it->second.b->ne[0];
                 // llama.cpp: alpha ? scale * alpha / rank : scale
                 pr.scale = loras[li].alpha != 0 ? loras[li].user_scale * loras[li].alpha / (float) pr.r : loras[li].user_scale;
-                if (embd) add_delta_embd(f32.data(), n_in, n_out, pr, n_threads);
-                else add_delta(f32.data(), n_in, n_out, pr, n_threads);
+                pairs.push_back(std::move(pr));
             }
-            for (int64_t j = 0; j < ne; j++) {
-                if (!std::isfinite(f32[j])) fail(std::string(name) + ": the merged weight is not finite (adapter values too large?)");
-            }
-            const ggml_type ot = out_type[i];
-            if (ot == GGML_TYPE_F32) {
-                w.write(f32.data(), ne * sizeof(float));
-            } else {
-                conv.resize(ggml_row_size(ot, n_in) * n_out);
-                if (ot == GGML_TYPE_F16) ggml_fp32_to_fp16_row(f32.data(), (ggml_fp16_t *) conv.data(), ne);
-                else ggml_fp32_to_bf16_row(f32.data(), (ggml_bf16_t *) conv.data(), ne);
+            const int64_t slice_rows = std::max<int64_t>(1, slice_values / n_per_row);
+            for (int64_t r0 = 0; r0 < n_rows; r0 += slice_rows) {
+                if (cancelled(p->progress)) fail("cancelled");
+                const int64_t n = std::min(slice_rows, n_rows - r0);
+                raw.resize(n * in_row);
+                read_at(in.fd, raw.data(), raw.size(), src_off + r0 * in_row, p->base_path);
+                f32.resize(n * n_per_row);
+                parallel_rows(n, n_threads, [&](int64_t lo, int64_t hi) {
+                    to_f32(t->type, raw.data() + lo * in_row, f32.data() + lo * n_per_row, (hi - lo) * n_per_row);
+                });
+                for (const auto & pr : pairs) {
+                    if (embd) add_delta_embd(f32.data(), n_per_row, r0, n, pr, n_threads);
+                    else add_delta(f32.data(), n_per_row, r0, n, pr, n_threads);
+                }
+                if (!pairs.empty()) {
+                    for (float v : f32) {
+                        if (!std::isfinite(v)) fail(std::string(name) + ": the merged weight is not finite (adapter values too large?)");
+                    }
+                }
+                if (ot == GGML_TYPE_F32) {
+                    w.write(f32.data(), f32.size() * sizeof(float));
+                    continue;
+                }
+                conv.resize(n * out_row);
+                parallel_rows(n, n_threads, [&](int64_t lo, int64_t hi) {
+                    ggml_quantize_chunk(ot, f32.data(), conv.data(), lo * n_per_row, hi - lo, n_per_row, nullptr);
+                });
+                // As llama.cpp does: a non-finite value or scale makes the model useless.
+                if (!ggml_validate_row_data(ot, conv.data(), conv.size()))
+                    fail(std::string(name) + ": values out of the range of " + ggml_type_name(ot) + " (not finite after conversion)");
                 w.write(conv.data(), conv.size());
             }
-            // Give big buffers back between tensors: an embedding-sized F32 buffer kept for the
-            // rest of the run would double the peak for no gain.
-            if (f32.size() > (size_t) (64 << 20)) { std::vector<float>().swap(f32); std::vector<char>().swap(conv); }
+            // A row longer than a slice made the buffers as large as the row: give them back.
+            if (f32.capacity() > (size_t) slice_values) { std::vector<float>().swap(f32); std::vector<char>().swap(conv); std::vector<char>().swap(raw); }
         }
         w.pad(align);
         if (p->progress) __atomic_store_n(&p->progress->done, (int32_t) (i + 1), __ATOMIC_RELAXED);

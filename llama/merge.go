@@ -49,7 +49,10 @@ type MergeResult struct {
 	Type      QuantType
 	Tensors   int  // tensors in the model
 	Merged    int  // tensors an adapter changed
-	Quantized bool // the merged weights went through llama.cpp's quantiser afterwards
+	Quantized bool // the output type is a quantised one
+	// Fallbacks are the tensors whose rows do not fill the output type's blocks: they
+	// keep another type (also logged as one warning line).
+	Fallbacks []TypeFallback
 	Size      int64
 	Duration  time.Duration
 }
@@ -64,10 +67,13 @@ type mergeLoRA struct {
 }
 
 // Merge folds LoRA adapters into a base model, W' = W + Σ scale·(alpha/r)·B·A computed in
-// F32 from the dequantised base, tensor by tensor: memory stays near one tensor, not one
-// model. Untouched tensors are copied byte for byte, every base key (tokenizer, chat
-// template, rope settings) is kept and provenance is added under conch.merge. For a
-// quantised output type the merged file then goes through llama.cpp's quantiser. The
+// F32 from the dequantised base, a slice of rows at a time: memory stays near one slice,
+// not one model. Every base key (tokenizer, chat template, rope settings) is kept and
+// provenance is added under conch.merge. For the plain types (f32, f16, bf16, q8_0, q4_0,
+// q4_1, q5_0, q5_1, iq4_nl) the merged weights are converted straight from F32 with
+// llama.cpp's per-tensor choices, and tensors already in their output type are copied
+// byte for byte; tensors whose rows do not fit the type keep one that does (see
+// TypeFallback). The K-quant mixes go through llama.cpp's quantiser afterwards. The
 // output appears only when it is complete and loads; on any error or cancellation
 // nothing is left behind.
 func Merge(ctx context.Context, p MergeParams) (*MergeResult, error) {
@@ -113,39 +119,16 @@ func Merge(ctx context.Context, p MergeParams) (*MergeResult, error) {
 		return nil, err
 	}
 
-	// The type of each adapted tensor in the merged file, as conch_merge chooses it.
-	mergedType := -1
-	if q.IsFloat() {
-		mergedType = int(q.weight)
+	// The plain types are written in one pass; a K-quant mix goes through an
+	// intermediate file for llama.cpp's quantiser.
+	var types []uint32
+	if q.plain() {
+		types = planTypes(base, q)
+	} else {
+		types = mergeTypes(base, touched)
 	}
-	outTypes := map[string]uint32{}
-	needQuant := !q.IsFloat()
-	for _, t := range base.Tensors {
-		typ := t.Type
-		if touched[t.Name] {
-			switch {
-			case mergedType >= 0:
-				typ = uint32(mergedType)
-			case !isFloatType(typ):
-				typ = C.GGML_TYPE_F16
-			}
-			outTypes[t.Name] = typ
-		}
-		if quantizable(t) && typ != q.weight {
-			needQuant = true
-		}
-	}
-	if needQuant {
-		probe := *base
-		probe.Tensors = append([]TensorInfo(nil), base.Tensors...)
-		for i, t := range probe.Tensors {
-			if typ, ok := outTypes[t.Name]; ok {
-				probe.Tensors[i].Type = typ
-			}
-		}
-		if err := checkQuantizable(&probe, q); err != nil {
-			return nil, fmt.Errorf("%s: %w", p.Base, err)
-		}
+	if err := checkConvertible(base, types, touched); err != nil {
+		return nil, fmt.Errorf("%s: %w", p.Base, err)
 	}
 
 	out, err := newPendingFile(p.Output, p.Force)
@@ -153,9 +136,9 @@ func Merge(ctx context.Context, p MergeParams) (*MergeResult, error) {
 		return nil, err
 	}
 	defer out.abort()
-	need := mergedSize(base, outTypes)
-	if needQuant {
-		need += estimateSize(base, q, outTypes)
+	need := plannedSize(base, types)
+	if !q.plain() {
+		need += estimateSize(base, q)
 	}
 	if err := checkSpace(out.dir, need); err != nil {
 		return nil, err
@@ -171,30 +154,23 @@ func Merge(ctx context.Context, p MergeParams) (*MergeResult, error) {
 	}
 	kvs := provenance(p.Base, shas[0], q, loras)
 
-	merged := out.tmp
-	if needQuant {
-		if merged, err = out.sibling("merge-partial"); err != nil {
+	job := writeJob{base: p.Base, out: out.tmp, loras: loras, kvs: kvs, types: types, fileType: int(q.ftype),
+		threads: p.Threads, progress: p.Progress}
+	if !q.plain() {
+		if job.out, err = out.sibling("merge-partial"); err != nil {
 			return nil, err
 		}
-		defer os.Remove(merged)
+		defer os.Remove(job.out)
+		job.fileType = -1 // llama.cpp's quantiser records it
 	}
-	if err := runMerge(ctx, p, loras, kvs, mergedType, merged); err != nil {
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		msg := err.Error()
-		for _, op := range []string{"write: ", "sync: ", "close: "} {
-			if rest, ok := strings.CutPrefix(msg, op); ok {
-				return nil, fmt.Errorf("writing %s failed: %s (the partial output was removed)", p.Output, rest)
-			}
-		}
-		return nil, fmt.Errorf("merge: %w", err)
+	if err := runWriter(ctx, job); err != nil {
+		return nil, writeError(ctx, err, p.Output, "merge")
 	}
-	if needQuant {
-		if err := quantizeFile(merged, out.tmp, p.Output, q, p.Threads); err != nil {
+	if !q.plain() {
+		if err := quantizeFile(job.out, out.tmp, p.Output, q, p.Threads); err != nil {
 			return nil, err
 		}
-		os.Remove(merged)
+		os.Remove(job.out)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -202,12 +178,18 @@ func Merge(ctx context.Context, p MergeParams) (*MergeResult, error) {
 	if err := VerifyModel(out.tmp); err != nil {
 		return nil, fmt.Errorf("the merged model does not load: %w", err)
 	}
+	written, err := Inspect(out.tmp)
+	if err != nil {
+		return nil, err
+	}
+	fb, converted := fallbacks(written, q)
 	size, err := out.commit()
 	if err != nil {
 		return nil, err
 	}
-	return &MergeResult{Output: p.Output, Type: q, Tensors: len(base.Tensors), Merged: len(touched), Quantized: needQuant,
-		Size: size, Duration: time.Since(start)}, nil
+	warnFallbacks(q, fb, converted)
+	return &MergeResult{Output: p.Output, Type: q, Tensors: len(base.Tensors), Merged: len(touched), Quantized: !q.IsFloat(),
+		Fallbacks: fb, Size: size, Duration: time.Since(start)}, nil
 }
 
 // checkMergeAdapter says why adapter cannot be merged into base, the way llama.cpp's
@@ -292,19 +274,6 @@ func checkMergeAdapter(base, adapter *GGUF, touched map[string]bool) (int, error
 	return rank, nil
 }
 
-// mergedSize is the size of the file conch_merge writes.
-func mergedSize(base *GGUF, types map[string]uint32) int64 {
-	n := base.DataOffset + 1<<20 // provenance keys
-	for _, t := range base.Tensors {
-		typ := t.Type
-		if o, ok := types[t.Name]; ok {
-			typ = o
-		}
-		n += tensorBytes(t, typ) + 32
-	}
-	return n
-}
-
 // provenance lists the conch.merge keys: what went into the merge, by content hash.
 func provenance(basePath, baseSHA string, q QuantType, loras []mergeLoRA) []mergeKV {
 	kvs := []mergeKV{
@@ -335,8 +304,35 @@ type mergeKV struct {
 	f32 float32
 }
 
-// runMerge calls conch_merge, reporting progress and passing on cancellation.
-func runMerge(ctx context.Context, p MergeParams, loras []mergeLoRA, kvs []mergeKV, mergedType int, out string) error {
+// writeJob is one run of conch_merge: base + adapters (none for a plain conversion)
+// written to out with the given tensor types.
+type writeJob struct {
+	base, out string
+	loras     []mergeLoRA
+	kvs       []mergeKV
+	types     []uint32 // per base tensor, in file order
+	fileType  int      // general.file_type to record; -1 keeps the base's
+	threads   int
+	progress  func(done, total int)
+}
+
+// writeError turns a failed conch_merge into one line for the user: a full disk is
+// named as such, cancellation is reported as ctx's error.
+func writeError(ctx context.Context, err error, final, op string) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	msg := err.Error()
+	for _, pre := range []string{"write: ", "sync: ", "close: "} {
+		if rest, ok := strings.CutPrefix(msg, pre); ok {
+			return fmt.Errorf("writing %s failed: %s (the partial output was removed)", final, rest)
+		}
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// runWriter calls conch_merge, reporting progress and passing on cancellation.
+func runWriter(ctx context.Context, j writeJob) error {
 	var strs []*C.char
 	cstr := func(s string) *C.char {
 		c := C.CString(s)
@@ -350,36 +346,50 @@ func runMerge(ctx context.Context, p MergeParams, loras []mergeLoRA, kvs []merge
 	}()
 	// Everything the native side reads lives in C memory: cgo forbids handing C a Go
 	// pointer to memory that holds Go pointers.
-	cl := (*[1 << 20]C.struct_conch_merge_lora)(C.calloc(C.size_t(len(loras)), C.sizeof_struct_conch_merge_lora))[:len(loras):len(loras)]
-	defer C.free(unsafe.Pointer(&cl[0]))
-	for i, l := range loras {
-		cl[i].path = cstr(l.Path)
-		cl[i].scale = C.float(l.Scale)
+	params := (*C.struct_conch_merge_params)(C.calloc(1, C.sizeof_struct_conch_merge_params))
+	defer C.free(unsafe.Pointer(params))
+	if n := len(j.loras); n > 0 {
+		cl := unsafe.Slice((*C.struct_conch_merge_lora)(C.calloc(C.size_t(n), C.sizeof_struct_conch_merge_lora)), n)
+		defer C.free(unsafe.Pointer(&cl[0]))
+		for i, l := range j.loras {
+			cl[i].path = cstr(l.Path)
+			cl[i].scale = C.float(l.Scale)
+		}
+		params.loras = &cl[0]
+		params.n_loras = C.int(n)
 	}
-	ck := (*[1 << 20]C.struct_conch_merge_kv)(C.calloc(C.size_t(len(kvs)), C.sizeof_struct_conch_merge_kv))[:len(kvs):len(kvs)]
-	defer C.free(unsafe.Pointer(&ck[0]))
-	for i, kv := range kvs {
-		ck[i].key = cstr(kv.key)
-		ck[i]._type = C.int(kv.typ)
-		ck[i].str = cstr(kv.str)
-		ck[i].u32 = C.uint32_t(kv.u32)
-		ck[i].f32 = C.float(kv.f32)
+	if n := len(j.kvs); n > 0 {
+		ck := unsafe.Slice((*C.struct_conch_merge_kv)(C.calloc(C.size_t(n), C.sizeof_struct_conch_merge_kv)), n)
+		defer C.free(unsafe.Pointer(&ck[0]))
+		for i, kv := range j.kvs {
+			ck[i].key = cstr(kv.key)
+			ck[i]._type = C.int(kv.typ)
+			ck[i].str = cstr(kv.str)
+			ck[i].u32 = C.uint32_t(kv.u32)
+			ck[i].f32 = C.float(kv.f32)
+		}
+		params.kvs = &ck[0]
+		params.n_kvs = C.int(n)
+	}
+	if len(j.types) == 0 {
+		return errors.New("the model holds no tensors")
+	}
+	ct := unsafe.Slice((*C.int32_t)(C.calloc(C.size_t(len(j.types)), 4)), len(j.types))
+	defer C.free(unsafe.Pointer(&ct[0]))
+	for i, t := range j.types {
+		ct[i] = C.int32_t(t)
 	}
 	prog := (*C.struct_conch_merge_progress)(C.calloc(1, C.sizeof_struct_conch_merge_progress))
 	defer C.free(unsafe.Pointer(prog))
-	threads := p.Threads
+	threads := j.threads
 	if threads <= 0 {
 		threads = DefaultThreads()
 	}
-	params := (*C.struct_conch_merge_params)(C.calloc(1, C.sizeof_struct_conch_merge_params))
-	defer C.free(unsafe.Pointer(params))
-	params.base_path = cstr(p.Base)
-	params.out_path = cstr(out)
-	params.loras = &cl[0]
-	params.n_loras = C.int(len(loras))
-	params.kvs = &ck[0]
-	params.n_kvs = C.int(len(kvs))
-	params.merged_type = C.int(mergedType)
+	params.base_path = cstr(j.base)
+	params.out_path = cstr(j.out)
+	params.tensor_types = &ct[0]
+	params.n_tensor_types = C.int(len(j.types))
+	params.file_type = C.int(j.fileType)
 	params.n_threads = C.int(threads)
 	params.progress = prog
 
@@ -401,9 +411,9 @@ func runMerge(ctx context.Context, p MergeParams, loras []mergeLoRA, kvs []merge
 			case <-stop:
 				return
 			case <-tick.C:
-				if p.Progress != nil {
+				if j.progress != nil {
 					if n := atomic.LoadInt32(total); n > 0 {
-						p.Progress(int(atomic.LoadInt32(done)), int(n))
+						j.progress(int(atomic.LoadInt32(done)), int(n))
 					}
 				}
 			}
@@ -427,8 +437,8 @@ func runMerge(ctx context.Context, p MergeParams, loras []mergeLoRA, kvs []merge
 		}
 		return errors.New(msg)
 	}
-	if p.Progress != nil {
-		p.Progress(int(atomic.LoadInt32(total)), int(atomic.LoadInt32(total)))
+	if j.progress != nil {
+		j.progress(int(atomic.LoadInt32(total)), int(atomic.LoadInt32(total)))
 	}
 	return nil
 }

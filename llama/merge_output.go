@@ -125,15 +125,11 @@ func diskError(path string) string {
 	return "the disk may be full or a file size limit was reached"
 }
 
-// estimateSize is about how large g becomes when converted to q; types overrides the type
-// of some tensors (merged ones) before conversion.
-func estimateSize(g *GGUF, q QuantType, types map[string]uint32) int64 {
+// estimateSize is about how large g becomes when llama.cpp's quantiser converts it to q.
+func estimateSize(g *GGUF, q QuantType) int64 {
 	n := g.DataOffset
 	for _, t := range g.Tensors {
 		typ := t.Type
-		if o, ok := types[t.Name]; ok {
-			typ = o
-		}
 		if quantizable(t) {
 			typ = q.weight
 		}

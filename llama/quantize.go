@@ -32,8 +32,8 @@ func (q QuantType) IsFloat() bool {
 	return q.weight == C.GGML_TYPE_F32 || q.weight == C.GGML_TYPE_F16 || q.weight == C.GGML_TYPE_BF16
 }
 
-// kQuant reports whether llama.cpp falls back to another type, tensor by tensor, when a
-// row does not fit the type's blocks (the K and IQ4_XS types do; plain ones fail).
+// kQuant reports whether the type is one of llama.cpp's K-quant recipes (and IQ4_XS),
+// which its quantiser applies and falls back from tensor by tensor.
 func (q QuantType) kQuant() bool {
 	switch q.weight {
 	case C.GGML_TYPE_Q2_K, C.GGML_TYPE_Q3_K, C.GGML_TYPE_Q4_K, C.GGML_TYPE_Q5_K, C.GGML_TYPE_Q6_K, C.GGML_TYPE_IQ4_XS:
@@ -99,7 +99,11 @@ func ParseQuantType(name string) (QuantType, error) {
 // norms and biases above all, keep their type).
 func quantizable(t TensorInfo) bool {
 	n := t.Name
-	if !strings.HasSuffix(n, "weight") || len(t.Shape) < 2 {
+	dims := len(t.Shape) // as ggml_n_dims counts: trailing 1s do not count
+	for dims > 1 && t.Shape[dims-1] == 1 {
+		dims--
+	}
+	if !strings.HasSuffix(n, "weight") || dims < 2 {
 		return false
 	}
 	for _, s := range []string{"_norm.weight", "ffn_gate_inp.weight", "altup", "laurel", "per_layer_model_proj",
@@ -109,22 +113,6 @@ func quantizable(t TensorInfo) bool {
 		}
 	}
 	return n != "position_embd.weight" && n != "token_types.weight"
-}
-
-// checkQuantizable says why llama.cpp could not quantise g to q: plain block types need
-// every converted row to fill whole blocks (the K-quants fall back per tensor instead).
-func checkQuantizable(g *GGUF, q QuantType) error {
-	if q.IsFloat() || q.kQuant() {
-		return nil
-	}
-	blck := int64(C.ggml_blck_size(C.enum_ggml_type(q.weight)))
-	for _, t := range g.Tensors {
-		if quantizable(t) && t.Type != q.weight && t.Shape[0]%blck != 0 {
-			return fmt.Errorf("tensor %s has rows of %d values, not a multiple of the %d that %s needs: choose a K-quant (q4_k_m, q6_k: they fall back per tensor) or f16",
-				t.Name, t.Shape[0], blck, q.Name)
-		}
-	}
-	return nil
 }
 
 // QuantizeParams says what Quantize converts.
@@ -138,14 +126,21 @@ type QuantizeParams struct {
 
 // QuantizeResult describes the file Quantize wrote.
 type QuantizeResult struct {
-	Output   string
-	Type     QuantType
-	Size     int64
-	Duration time.Duration
+	Output string
+	Type   QuantType
+	// Fallbacks are the tensors whose rows do not fill the type's blocks: they keep
+	// another type (also logged as one warning line).
+	Fallbacks []TypeFallback
+	Size      int64
+	Duration  time.Duration
 }
 
-// Quantize converts a model to another type with llama.cpp's quantiser, keeping every
-// metadata key. The output appears only when it is complete and loads.
+// Quantize converts a model to another type, keeping every metadata key. The plain
+// types (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl) are written tensor by
+// tensor with llama.cpp's per-tensor choices and bytes; the K-quant mixes by llama.cpp's
+// quantiser itself. Tensors whose rows do not fill the type's blocks keep a type that
+// fits (llama.cpp's K-quant fallback, else f16) and are named in one warning line. The
+// output appears only when it is complete and loads.
 func Quantize(ctx context.Context, p QuantizeParams) (*QuantizeResult, error) {
 	ensureInit()
 	start := time.Now()
@@ -160,8 +155,14 @@ func Quantize(ctx context.Context, p QuantizeParams) (*QuantizeResult, error) {
 	if err := in.checkModel(); err != nil {
 		return nil, fmt.Errorf("%s: %w", p.Input, err)
 	}
-	if err := checkQuantizable(in, q); err != nil {
-		return nil, fmt.Errorf("%s: %w", p.Input, err)
+	var types []uint32
+	need := estimateSize(in, q)
+	if q.plain() {
+		types = planTypes(in, q)
+		if err := checkConvertible(in, types, nil); err != nil {
+			return nil, fmt.Errorf("%s: %w", p.Input, err)
+		}
+		need = plannedSize(in, types)
 	}
 	if err := distinctOutput(p.Output, p.Input); err != nil {
 		return nil, err
@@ -171,10 +172,15 @@ func Quantize(ctx context.Context, p QuantizeParams) (*QuantizeResult, error) {
 		return nil, err
 	}
 	defer out.abort()
-	if err := checkSpace(out.dir, estimateSize(in, q, nil)); err != nil {
+	if err := checkSpace(out.dir, need); err != nil {
 		return nil, err
 	}
-	if err := quantizeFile(p.Input, out.tmp, p.Output, q, p.Threads); err != nil {
+	if q.plain() {
+		job := writeJob{base: p.Input, out: out.tmp, types: types, fileType: int(q.ftype), threads: p.Threads}
+		if err := runWriter(ctx, job); err != nil {
+			return nil, writeError(ctx, err, p.Output, "quantize to "+q.Name)
+		}
+	} else if err := quantizeFile(p.Input, out.tmp, p.Output, q, p.Threads); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -183,11 +189,17 @@ func Quantize(ctx context.Context, p QuantizeParams) (*QuantizeResult, error) {
 	if err := VerifyModel(out.tmp); err != nil {
 		return nil, fmt.Errorf("the quantised model does not load: %w", err)
 	}
+	written, err := Inspect(out.tmp)
+	if err != nil {
+		return nil, err
+	}
+	fb, converted := fallbacks(written, q)
 	size, err := out.commit()
 	if err != nil {
 		return nil, err
 	}
-	return &QuantizeResult{Output: p.Output, Type: q, Size: size, Duration: time.Since(start)}, nil
+	warnFallbacks(q, fb, converted)
+	return &QuantizeResult{Output: p.Output, Type: q, Fallbacks: fb, Size: size, Duration: time.Since(start)}, nil
 }
 
 // quantizeFile runs llama_model_quantize from in to out (a temporary name for final).

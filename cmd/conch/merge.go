@@ -27,6 +27,9 @@ conchd load directly. Every base key (tokenizer, chat template, rope settings) i
 the inputs' sha256 and the adapters' settings are recorded under conch.merge.*.
 
 Output types (llama.cpp's names): ` + strings.Join(llama.QuantTypeNames(), ", ") + `.
+The plain types are converted straight from the F32 merge; the K-quant mixes go through
+llama.cpp's quantiser. Tensors whose rows do not fill the type's blocks keep a type that
+fits (f16 at worst), named in one warning line.
 The output is written beside its final name and moved into place only when complete
 and loadable; an existing file is replaced only with --force.`,
 		Args: cobra.NoArgs,

@@ -80,3 +80,38 @@ func TestMergeQuantizeConvertCLI(t *testing.T) {
 		t.Fatal("a failed command left an output")
 	}
 }
+
+// stories260K's ffn_down rows (172 values) fit no quantised block: quantize and merge
+// still write q8_0, keep those tensors f16 and say so in one warning line on stderr.
+func TestQuantizeFallbackCLI(t *testing.T) {
+	base, err := testmodel.Stories260K()
+	if err != nil {
+		t.Skip(err)
+	}
+	dir := t.TempDir()
+	ad := filepath.Join(dir, "adapter.gguf")
+	if err := testmodel.WriteAdapter(ad, base, testmodel.AdapterSpec{Rank: 4, Seed: 1, Scale: 0.1}); err != nil {
+		t.Fatal(err)
+	}
+	q8, m8 := filepath.Join(dir, "q8.gguf"), filepath.Join(dir, "m8.gguf")
+	for _, c := range []struct {
+		out  string
+		args []string
+	}{
+		{q8, []string{"quantize", base, q8, "q8_0"}},
+		{m8, []string{"merge", "-q", "--model", base, "--lora", ad, "--output", m8, "--type", "q8_0"}},
+	} {
+		out, code := conch(t, c.args...)
+		if code != 0 || strings.Count(out, "WARN") != 1 || !strings.Contains(out, "blk.0-4.ffn_down.weight as f16") || !strings.Contains(out, "q8_0") {
+			t.Fatalf("%s: exit %d: %s", c.args[0], code, out)
+		}
+		t.Logf("%s: %s", c.args[0], out)
+		g, err := llama.Inspect(c.out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wt, _ := g.Tensor("blk.2.attn_q.weight"); wt.TypeName() != "q8_0" {
+			t.Fatalf("%s: attn_q is %s", c.args[0], wt.TypeName())
+		}
+	}
+}

@@ -18,10 +18,13 @@ func init() {
 	)
 	cmd := &cobra.Command{
 		Use:   "quantize INPUT.gguf OUTPUT.gguf TYPE",
-		Short: "Convert a model to another type with llama.cpp's quantiser (q8_0, q4_k_m, ...)",
-		Long: `quantize runs llama.cpp's own quantiser, keeping every metadata key (chat template
-included). Types use llama.cpp's names: ` + strings.Join(llama.QuantTypeNames(), ", ") + `.
-The K-quants fall back per tensor where a row does not fill their blocks, as llama.cpp does.
+		Short: "Convert a model to another type, as llama.cpp's quantiser does (q8_0, q4_k_m, ...)",
+		Long: `quantize converts a model with llama.cpp's per-tensor choices, keeping every metadata
+key (chat template included). Types use llama.cpp's names: ` + strings.Join(llama.QuantTypeNames(), ", ") + `.
+The plain types (f16, bf16, q8_0, q4_0, q5_1, iq4_nl, ...) are written tensor by tensor
+with the bytes llama-quantize writes; the K-quant mixes by llama.cpp's quantiser itself.
+A tensor whose rows do not fill the type's blocks keeps a type that fits (llama.cpp's
+K-quant fallback, else f16) and one warning line names such tensors.
 The output is moved into place only when complete and loadable; an existing file is
 replaced only with --force.`,
 		Args: func(cmd *cobra.Command, args []string) error {
