@@ -153,6 +153,7 @@ struct conch_merge_params {
                                         the base's */
     int          n_threads;          /* 0: all cores */
     struct conch_merge_progress * progress; /* may be NULL */
+    int64_t      slice_values;       /* values converted at a time (memory bound); 0: 8M */
 };
 
 /* Writes base + adapters to out_path, tensor by tensor, each in its type from

@@ -395,7 +395,7 @@ void do_merge(const conch_merge_params * p) {
 
     // A slice of about this many values is converted at a time: rows are independent for
     // the merge and for every ggml type, so the result does not depend on the slicing.
-    const int64_t slice_values = 8 << 20;
+    const int64_t slice_values = p->slice_values > 0 ? p->slice_values : 8 << 20;
     std::vector<char> copy_buf;
     std::vector<char> raw;
     std::vector<float> f32;

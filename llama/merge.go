@@ -304,6 +304,10 @@ type mergeKV struct {
 	f32 float32
 }
 
+// writerSlice, when positive, is how many values conch_merge converts at a time instead
+// of its default: tests make it small to cross slice boundaries on tiny models.
+var writerSlice int64
+
 // writeJob is one run of conch_merge: base + adapters (none for a plain conversion)
 // written to out with the given tensor types.
 type writeJob struct {
@@ -392,6 +396,7 @@ func runWriter(ctx context.Context, j writeJob) error {
 	params.file_type = C.int(j.fileType)
 	params.n_threads = C.int(threads)
 	params.progress = prog
+	params.slice_values = C.int64_t(writerSlice)
 
 	done := (*int32)(unsafe.Pointer(&prog.done))
 	total := (*int32)(unsafe.Pointer(&prog.total))

@@ -31,35 +31,13 @@ func (v f32s) WriteTo(w io.Writer) (int64, error) {
 // Checked element by element against a computation written here from that convention.
 func TestMergeTokenEmbedding(t *testing.T) {
 	base := testmodel.Cached(t, testmodel.Tiny("llama"))
+	ad, a, b, r := writeEmbdAdapter(t, base)
 	g, err := llama.Inspect(base)
 	if err != nil {
 		t.Fatal(err)
 	}
 	emb, _ := g.Tensor("token_embd.weight")
-	nEmbd, nVocab, r := int(emb.Shape[0]), int(emb.Shape[1]), 3
-	rng := rand.New(rand.NewPCG(1, 2))
-	a := make(f32s, r*nVocab)
-	b := make(f32s, r*nEmbd)
-	for i := range a {
-		a[i] = float32(rng.NormFloat64())
-	}
-	for i := range b {
-		b[i] = float32(rng.NormFloat64())
-	}
-	ad := filepath.Join(t.TempDir(), "embd.gguf")
-	f, err := os.Create(ad)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv := ggml.KV{"general.architecture": "llama", "general.type": "adapter", "adapter.type": "lora", "adapter.lora.alpha": float32(6)}
-	err = ggml.WriteGGUF(f, kv, []*ggml.Tensor{
-		{Name: "token_embd.weight.lora_a", Kind: 0, Shape: []uint64{uint64(r), uint64(nVocab)}, WriterTo: a},
-		{Name: "token_embd.weight.lora_b", Kind: 0, Shape: []uint64{uint64(r), uint64(nEmbd)}, WriterTo: b},
-	})
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	nEmbd, nVocab := int(emb.Shape[0]), int(emb.Shape[1])
 	const scale = 0.5
 	res := merge(t, llama.MergeParams{Base: base, LoRAs: []llama.MergeLoRA{{Path: ad, Scale: scale}}, Type: "f32"})
 	_, bt := rawGGUF(t, base)
@@ -82,4 +60,41 @@ func TestMergeTokenEmbedding(t *testing.T) {
 	if worst > 1e-5 {
 		t.Fatalf("token_embd merged wrong: off by %g", worst)
 	}
+}
+
+// writeEmbdAdapter writes an adapter on token_embd.weight alone, in llama.cpp's flipped
+// layout, with random A [r, n_vocab] and B [r, n_embd] and alpha 6.
+func writeEmbdAdapter(t *testing.T, base string) (path string, a, b f32s, r int) {
+	t.Helper()
+	g, err := llama.Inspect(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	emb, _ := g.Tensor("token_embd.weight")
+	nEmbd, nVocab := int(emb.Shape[0]), int(emb.Shape[1])
+	r = 3
+	rng := rand.New(rand.NewPCG(1, 2))
+	a = make(f32s, r*nVocab)
+	b = make(f32s, r*nEmbd)
+	for i := range a {
+		a[i] = float32(rng.NormFloat64())
+	}
+	for i := range b {
+		b[i] = float32(rng.NormFloat64())
+	}
+	path = filepath.Join(t.TempDir(), "embd.gguf")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := ggml.KV{"general.architecture": g.Arch(), "general.type": "adapter", "adapter.type": "lora", "adapter.lora.alpha": float32(6)}
+	err = ggml.WriteGGUF(f, kv, []*ggml.Tensor{
+		{Name: "token_embd.weight.lora_a", Kind: 0, Shape: []uint64{uint64(r), uint64(nVocab)}, WriterTo: a},
+		{Name: "token_embd.weight.lora_b", Kind: 0, Shape: []uint64{uint64(r), uint64(nEmbd)}, WriterTo: b},
+	})
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, a, b, r
 }

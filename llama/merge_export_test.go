@@ -46,3 +46,11 @@ func TestFitType(t *testing.T) {
 		}
 	}
 }
+
+// SetWriterSlice makes the writer convert n values at a time (0: its default) until the
+// returned function restores it.
+func SetWriterSlice(n int64) func() {
+	old := writerSlice
+	writerSlice = n
+	return func() { writerSlice = old }
+}
