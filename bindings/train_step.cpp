@@ -52,7 +52,7 @@ static void set_common_inputs(built_graph & bg, const int32_t * tokens, int n) {
 
 // CONCH_TRAIN_PROFILE=1 runs graphs one node at a time and prints the time spent per op
 // (and source types) to stderr: slower overall, but it shows where a step goes.
-static void compute_profiled(trainer & t, built_graph & bg) {
+static void compute_profiled(trainer & t, built_graph & bg, bool detail) {
     ggml_init_params ip = {ggml_graph_overhead_custom(1, false) + ggml_tensor_overhead(), nullptr, true};
     ggml_context * ctx = ggml_init(ip);
     ggml_cgraph * one = ggml_new_graph_custom(ctx, 1, false);
@@ -72,6 +72,15 @@ static void compute_profiled(trainer & t, built_graph & bg) {
         }
         std::string key = ggml_op_desc(node);
         for (int j = 0; j < 2 && node->src[j]; j++) key += std::string(j ? "," : " ") + ggml_type_name(node->src[j]->type);
+        if (detail) {
+            // CONCH_TRAIN_PROFILE=2: also by operand shapes
+            char buf[96];
+            for (int j = 0; j < 2 && node->src[j]; j++) {
+                snprintf(buf, sizeof buf, " [%lld,%lld,%lld]", (long long)node->src[j]->ne[0], (long long)node->src[j]->ne[1],
+                         (long long)node->src[j]->ne[2]);
+                key += buf;
+            }
+        }
         auto & e = by_op[key];
         e.first += ms;
         e.second++;
@@ -83,14 +92,14 @@ static void compute_profiled(trainer & t, built_graph & bg) {
     fprintf(stderr, "conch train profile: %d nodes, %.1f ms\n", ggml_graph_n_nodes(bg.g), total);
     for (const auto & r : rows) {
         if (r.second.first < 0.005 * total) break;
-        fprintf(stderr, "  %-32s %9.1f ms %5.1f%% %5d\n", r.first.c_str(), r.second.first, 100 * r.second.first / total, r.second.second);
+        fprintf(stderr, "  %-64s %9.1f ms %5.1f%% %5d\n", r.first.c_str(), r.second.first, 100 * r.second.first / total, r.second.second);
     }
 }
 
 static void compute(trainer & t, built_graph & bg) {
-    static const bool profile = getenv("CONCH_TRAIN_PROFILE") != nullptr;
+    static const char * profile = getenv("CONCH_TRAIN_PROFILE");
     if (profile) {
-        compute_profiled(t, bg);
+        compute_profiled(t, bg, strcmp(profile, "2") == 0);
         return;
     }
     if (ggml_backend_graph_compute(t.backend, bg.g) != GGML_STATUS_SUCCESS) throw train_error("graph compute failed");
