@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"sync"
 	"testing"
 	"unicode/utf8"
 
@@ -21,11 +22,25 @@ import (
 
 var fuzzServer = New(Config{})
 
+var (
+	fuzzRendererOnce sync.Once
+	fuzzChat         *chatRenderer
+)
+
+func fuzzRenderer(m *llama.Model) *chatRenderer {
+	fuzzRendererOnce.Do(func() { fuzzChat = newChatRenderer(m, func(string, ...any) {}) })
+	return fuzzChat
+}
+
 func checkPrompt(t *testing.T, m *llama.Model, text string, o options) {
 	toks, err := tokenize(m, text)
 	if err != nil {
 		return
 	}
+	checkTokens(t, m, toks, o)
+}
+
+func checkTokens(t *testing.T, m *llama.Model, toks []llama.Token, o options) {
 	for _, tok := range toks {
 		if tok < 0 || int(tok) >= m.VocabSize() {
 			t.Fatalf("tokenizer returned token %d", tok)
@@ -61,12 +76,11 @@ func FuzzChatRequest(f *testing.F) {
 		if aerr != nil {
 			return
 		}
-		r := &chatRenderer{model: m, log: func(string, ...any) {}}
-		text, err := r.render(msgs)
+		p, err := fuzzRenderer(m).render(msgs)
 		if err != nil {
 			return
 		}
-		checkPrompt(t, m, text, o)
+		checkTokens(t, m, p.tokens, o)
 	})
 }
 
@@ -120,10 +134,9 @@ func FuzzGenerateQuery(f *testing.F) {
 			}
 			return
 		}
-		r := &chatRenderer{model: m, log: func(string, ...any) {}}
-		text, err := r.render([]llama.Message{{Role: "user", Content: c.Query("prompt")}})
+		p, err := fuzzRenderer(m).render([]llama.Message{{Role: "user", Content: c.Query("prompt")}})
 		if err == nil {
-			checkPrompt(t, m, text, o)
+			checkTokens(t, m, p.tokens, o)
 		}
 	})
 }

@@ -35,7 +35,7 @@ func (s *Server) generate(c *gin.Context) {
 		return
 	}
 	q := queryParser{c: c}
-	prompt := c.Query("prompt")
+	text := c.Query("prompt")
 	o := options{
 		MaxTokens:        q.int("max_tokens"),
 		Temperature:      q.float("temperature"),
@@ -60,7 +60,7 @@ func (s *Server) generate(c *gin.Context) {
 		abort(c, badRequest("prompt", "missing: GET /generate?prompt=your+text"))
 		return
 	}
-	if prompt == "" {
+	if text == "" {
 		abort(c, badRequest("prompt", "the prompt is empty"))
 		return
 	}
@@ -69,24 +69,24 @@ func (s *Server) generate(c *gin.Context) {
 		abort(c, aerr)
 		return
 	}
-	text := prompt
-	if !raw {
-		var err error
-		if text, err = s.renderer(e).render([]llama.Message{{Role: "user", Content: prompt}}); err != nil {
-			abort(c, badRequest("prompt", "%v", err))
-			return
-		}
+	var p prompt
+	var err error
+	if raw {
+		p.tokens, err = tokenize(e.Model(), text)
+	} else {
+		p, err = s.renderer(e).render([]llama.Message{{Role: "user", Content: text}})
 	}
-	toks, err := tokenize(e.Model(), text)
 	if err != nil {
 		abort(c, badRequest("prompt", "%v", err))
 		return
 	}
-	req, aerr := s.build(e.SlotCtx(), o, toks, "prompt")
+	req, aerr := s.build(e.SlotCtx(), o, p.tokens, "prompt")
 	if aerr != nil {
 		abort(c, aerr)
 		return
 	}
+	req.Stop = append(req.Stop, p.stops...)
+	req.StopTokens = p.stopTokens
 	req.Adapter = adapter
 	model := s.modelID(adapter)
 	ctx, cancel := context.WithCancel(c.Request.Context())
@@ -97,7 +97,7 @@ func (s *Server) generate(c *gin.Context) {
 	}
 	prefix := ""
 	if echo {
-		prefix = prompt
+		prefix = text
 	}
 	if !stream {
 		out, res, err := st.Wait(ctx)

@@ -98,21 +98,18 @@ func (s *Server) chatCompletions(c *gin.Context) {
 		abort(c, aerr)
 		return
 	}
-	text, err := s.renderer(e).render(msgs)
+	p, err := s.renderer(e).render(msgs)
 	if err != nil {
 		abort(c, badRequest("messages", "%v", err))
 		return
 	}
-	toks, err := tokenize(e.Model(), text)
-	if err != nil {
-		abort(c, badRequest("messages", "%v", err))
-		return
-	}
-	req, aerr := s.build(e.SlotCtx(), o, toks, "messages")
+	req, aerr := s.build(e.SlotCtx(), o, p.tokens, "messages")
 	if aerr != nil {
 		abort(c, aerr)
 		return
 	}
+	req.Stop = append(req.Stop, p.stops...)
+	req.StopTokens = p.stopTokens
 	req.Adapter = adapter
 	model := s.modelID(adapter)
 	ctx, cancel := context.WithCancel(c.Request.Context())

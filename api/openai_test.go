@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/magicconch/conch/internal/dataset"
 )
 
 func chatBody(content string, extra map[string]any) map[string]any {
@@ -48,7 +50,7 @@ func TestChatCompletion(t *testing.T) {
 	})
 	var r2 chatResponse
 	r.json(t, &r2)
-	if r.status != 200 || r2.Usage.CompletionTokens != 3 || r2.Choices[0].FinishReason != "length" || r2.Usage.PromptTokens <= resp.Usage.PromptTokens {
+	if r.status != 200 || r2.Usage.CompletionTokens != 3 || r2.Choices[0].FinishReason != "length" || r2.Usage.PromptTokens == resp.Usage.PromptTokens {
 		t.Fatalf("%d %s", r.status, r.body)
 	}
 }
@@ -310,5 +312,36 @@ func TestConcurrentClients(t *testing.T) {
 				t.Errorf("round %d, %q: concurrent %q, alone %q", round, prompts[i], got[i], want[i])
 			}
 		}
+	}
+}
+
+// Chats are rendered exactly as fine-tuning renders them (internal/dataset), the Qwen
+// default system prompt included.
+func TestChatUsesTrainingTemplate(t *testing.T) {
+	d := startDaemon(t, daemonOpts{})
+	m := tinyQwen(t)
+	tmpl, err := dataset.TemplateForModel(m.ChatTemplate(), m.Arch())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := dataset.Conversation{Messages: []dataset.Message{{Role: "user", Content: "请问你是谁"}}}
+	want, err := tmpl.EncodePrompt(m, conv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(tmpl.RenderPrompt(conv), "You are Qwen") {
+		t.Fatalf("not the Qwen template: %q", tmpl.RenderPrompt(conv))
+	}
+	var r chatResponse
+	d.do("POST", "/v1/chat/completions", chatBody("请问你是谁", map[string]any{"max_tokens": 1})).json(t, &r)
+	if r.Usage.PromptTokens != len(want) {
+		t.Fatalf("prompt has %d tokens, the training template gives %d", r.Usage.PromptTokens, len(want))
+	}
+	// user text cannot smuggle in special tokens through a chat
+	var inj chatResponse
+	d.do("POST", "/v1/chat/completions", chatBody("<|im_end|>", map[string]any{"max_tokens": 1})).json(t, &inj)
+	plain, _ := tmpl.EncodePrompt(m, dataset.Conversation{Messages: []dataset.Message{{Role: "user", Content: "<|im_end|>"}}})
+	if inj.Usage.PromptTokens != len(plain) || len(plain) <= len(want)-3 {
+		t.Fatalf("special-token text in a message: %d tokens, want %d", inj.Usage.PromptTokens, len(plain))
 	}
 }

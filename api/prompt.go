@@ -4,28 +4,71 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/magicconch/conch/internal/dataset"
 	"github.com/magicconch/conch/llama"
 )
 
-// chatRenderer turns a chat into prompt text the way the model expects it.
+// chatRenderer turns a chat into prompt tokens the way the model expects them: with the
+// same template code fine-tuning used (internal/dataset), so a fine-tuned model is asked
+// in exactly the format it learned. A template that code does not recognise goes through
+// llama.cpp's built-in templates, and a model without any template gets plain text.
 type chatRenderer struct {
 	model *llama.Model
+	tmpl  *dataset.Template // nil: not recognised
+	stops []string          // template stop texts that are not single special tokens
+	stopT []llama.Token     // template stop texts that are (<|im_end|>)
 	warn  sync.Once
 	log   func(msg string, args ...any)
 }
 
-// render applies the model's chat template and asks for the assistant's turn. A model
-// without a template (or one llama.cpp does not recognise) gets the messages' text as a
-// plain prompt.
-func (r *chatRenderer) render(msgs []llama.Message) (string, error) {
-	if r.model.ChatTemplate() != "" {
-		text, err := r.model.ApplyChatTemplate("", msgs, true)
-		if err == nil {
-			return text, nil
-		}
-		r.warn.Do(func() { r.log("chat template not usable, using plain prompts", "err", err) })
+func newChatRenderer(m *llama.Model, log func(msg string, args ...any)) *chatRenderer {
+	r := &chatRenderer{model: m, log: log}
+	t, err := dataset.TemplateForModel(m.ChatTemplate(), m.Arch())
+	if err != nil {
+		log("chat template not recognised: using llama.cpp's template support", "err", err)
+		return r
 	}
-	return plainPrompt(msgs), nil
+	r.tmpl = t
+	for _, s := range t.Stop {
+		if toks, err := m.Tokenize(s, false, true); err == nil && len(toks) == 1 && m.TokenText(toks[0]) == s {
+			r.stopT = append(r.stopT, toks[0])
+		} else {
+			r.stops = append(r.stops, s)
+		}
+	}
+	return r
+}
+
+// prompt is a rendered chat: its tokens and what ends the answer besides EOS.
+type prompt struct {
+	tokens     []llama.Token
+	stops      []string
+	stopTokens []llama.Token
+}
+
+func (r *chatRenderer) render(msgs []llama.Message) (prompt, error) {
+	if r.tmpl != nil {
+		c := dataset.Conversation{Messages: make([]dataset.Message, len(msgs))}
+		for i, m := range msgs {
+			c.Messages[i] = dataset.Message{Role: m.Role, Content: m.Content}
+		}
+		ids, err := r.tmpl.EncodePrompt(r.model, c)
+		if err != nil {
+			return prompt{}, err
+		}
+		return prompt{tokens: ids, stops: r.stops, stopTokens: r.stopT}, nil
+	}
+	text := plainPrompt(msgs)
+	if r.model.ChatTemplate() != "" {
+		t, err := r.model.ApplyChatTemplate("", msgs, true)
+		if err == nil {
+			text = t
+		} else {
+			r.warn.Do(func() { r.log("chat template not usable, using plain prompts", "err", err) })
+		}
+	}
+	toks, err := tokenize(r.model, text)
+	return prompt{tokens: toks}, err
 }
 
 // plainPrompt is the fallback for models without a chat template: one user message is
@@ -43,9 +86,9 @@ func plainPrompt(msgs []llama.Message) string {
 	return strings.Join(parts, "\n\n")
 }
 
-// tokenize turns prompt text into tokens: special-token text (<|im_start|>) becomes the
-// special token, and BOS is added when the model wants one but the text (a rendered
-// template) does not already begin with it.
+// tokenize turns raw prompt text into tokens: special-token text (<|im_start|>) becomes
+// the special token, and BOS is added when the model wants one but the text does not
+// already begin with it.
 func tokenize(m *llama.Model, text string) ([]llama.Token, error) {
 	toks, err := m.Tokenize(text, true, true)
 	if err != nil {

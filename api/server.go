@@ -84,7 +84,7 @@ func (s *Server) Handler() http.Handler { return s.router }
 func (s *Server) SetEngine(e *engine.Engine) {
 	s.created.Store(time.Now().Unix())
 	if e != nil {
-		s.chat.Store(&chatRenderer{model: e.Model(), log: s.log.Warn})
+		s.chat.Store(newChatRenderer(e.Model(), s.log.Warn))
 	}
 	s.engine.Store(e)
 }

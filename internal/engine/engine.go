@@ -195,9 +195,12 @@ type Request struct {
 	Prompt    []llama.Token // already tokenized, special tokens included
 	MaxTokens int           // most tokens to generate; <= 0: until the slot's context is full
 	Stop      []string      // generation ends before the first of these
-	Sampler   llama.SamplerParams
-	Adapter   string // "" for the base model
-	IgnoreEOS bool   // keep going past end-of-generation tokens (benchmarks)
+	// StopTokens end generation like end-of-generation tokens do (a chat template's
+	// end-of-turn token when the model's EOS is another).
+	StopTokens []llama.Token
+	Sampler    llama.SamplerParams
+	Adapter    string // "" for the base model
+	IgnoreEOS  bool   // keep going past end-of-generation tokens (benchmarks)
 }
 
 // Result summarises a finished generation.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -346,7 +347,7 @@ func (e *Engine) sampleNext(s *slot, now time.Time) {
 		e.cfg.OnToken(now.Sub(s.lastToken))
 	}
 	s.lastToken = now
-	if e.model.IsEOG(tok) && !s.job.req.IgnoreEOS {
+	if (e.model.IsEOG(tok) || slices.Contains(s.job.req.StopTokens, tok)) && !s.job.req.IgnoreEOS {
 		e.finish(s, llama.FinishStop, nil)
 		return
 	}

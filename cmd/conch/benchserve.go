@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/magicconch/conch/api"
+	"github.com/magicconch/conch/internal/engine"
+	"github.com/magicconch/conch/internal/loadgen"
+	"github.com/magicconch/conch/llama"
+	"github.com/spf13/cobra"
+)
+
+// benchPrompt is about 30 tokens with Qwen's vocabulary.
+const benchPrompt = "Once upon a time, in a small village by the sea, there lived a young girl who loved to collect shells on the beach every morning."
+
+func init() {
+	var (
+		model, url, apiKey, prompt string
+		clients                    []int
+		requests, maxTokens        int
+		maxTime                    time.Duration
+		parallel, ctxSize, batch   int
+		threads, gpuLayers         int
+	)
+	cmd := &cobra.Command{
+		Use:   "bench-serve --model MODEL.gguf",
+		Short: "Measure serving speed over HTTP: time to first token and tokens/s for 1..N clients",
+		Long: `bench-serve measures what callers of conchd see. It starts a daemon on 127.0.0.1
+with the model (or drives a running one given with --url), sends streamed
+/v1/completions requests from 1, 2, 4 and 8 concurrent clients, and reports time to
+first token and tokens per second. With --model it first measures the same generation
+through the Go library directly, so the cost of HTTP and scheduling shows as a
+percentage. Every request has its own prompt (a number in front), so no prompt cache
+can answer it, and ignores end-of-text so each generates exactly --max-tokens.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if model == "" && url == "" {
+				return fmt.Errorf("need --model (and/or --url of a running conchd)")
+			}
+			if len(clients) == 0 || slices.Min(clients) < 1 {
+				return fmt.Errorf("--clients must list positive numbers")
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			defer stop()
+			w := cmd.OutOrStdout()
+			if parallel == 0 {
+				parallel = slices.Max(clients)
+			}
+			fmt.Fprintf(w, "%s/%s, %d CPUs, threads=%d, max_tokens=%d, parallel slots=%d\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), threads, maxTokens, parallel)
+
+			var lib *libResult
+			if model != "" {
+				llama.SetLogLevel(4)
+				m, err := llama.LoadModel(model, llama.ModelParams{GPULayers: gpuLayers})
+				if err != nil {
+					return err
+				}
+				defer m.Close()
+				fmt.Fprintf(w, "model: %s (%s)\n", model, m.Desc())
+				if lib, err = benchLibrary(m, prompt, maxTokens, ctxSize, batch, threads); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "library (llama.Context.Generate, greedy): prompt %d tokens, first token %.0f ms, generation %.1f tok/s\n\n",
+					lib.promptTokens, ms(lib.firstToken), lib.genRate)
+				if url == "" {
+					srvURL, shutdown, err := startBenchDaemon(m, parallel, ctxSize, batch, threads)
+					if err != nil {
+						return err
+					}
+					defer shutdown()
+					url = srvURL
+				}
+			}
+			cfg := loadgen.Config{URL: url, APIKey: apiKey, Prompt: prompt, MaxTokens: maxTokens, MaxTime: maxTime}
+			// one short request first: connections, caches and the first-use costs
+			warm := cfg
+			warm.MaxTokens, warm.Requests = 4, 1
+			if _, err := loadgen.Run(ctx, warm, 1); err != nil {
+				return err
+			}
+			fmt.Fprintln(w, "| clients | requests | tokens | wall s | aggregate tok/s | per-request gen tok/s | TTFT p50 ms | TTFT max ms | vs 1 client |")
+			fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
+			var levels []loadgen.Level
+			for _, c := range clients {
+				cfg.Requests = requests
+				if cfg.Requests == 0 {
+					cfg.Requests = max(2*c, 4)
+				}
+				lv, err := loadgen.Run(ctx, cfg, c)
+				if err != nil {
+					return err
+				}
+				levels = append(levels, lv)
+				ratio := ""
+				if levels[0].Clients == 1 {
+					ratio = fmt.Sprintf("%.2f×", lv.Throughput()/levels[0].Throughput())
+				}
+				fmt.Fprintf(w, "| %d | %d | %d | %.1f | %.1f | %.1f | %.0f | %.0f | %s |\n", c, len(lv.Samples), lv.Tokens(),
+					lv.Wall.Seconds(), lv.Throughput(), lv.GenRate(), ms(lv.TTFT(0.5)), ms(lv.TTFT(1)), ratio)
+			}
+			summarize(w, lib, levels)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&model, "model", "m", "", "model GGUF: measured through the library, and served on 127.0.0.1 unless --url is given")
+	f.StringVar(&url, "url", "", "base URL of a running conchd to drive instead of starting one")
+	f.StringVar(&apiKey, "api-key", "", "API key for --url")
+	f.StringVar(&prompt, "prompt", benchPrompt, "prompt text (each request puts its number in front)")
+	f.IntSliceVar(&clients, "clients", []int{1, 2, 4, 8}, "concurrent clients, one level each")
+	f.IntVar(&requests, "requests", 0, "requests per level (0: twice the clients, at least 4)")
+	f.IntVarP(&maxTokens, "max-tokens", "n", 64, "tokens generated per request")
+	f.DurationVar(&maxTime, "time", 90*time.Second, "per level, no new request starts after this long")
+	f.IntVar(&parallel, "parallel", 0, "slots of the daemon started here (0: the most clients)")
+	f.IntVarP(&ctxSize, "ctx-size", "c", 1024, "context size per request")
+	f.IntVarP(&batch, "batch-size", "b", 512, "tokens per decode step")
+	f.IntVarP(&threads, "threads", "t", llama.DefaultThreads(), "threads")
+	f.IntVar(&gpuLayers, "gpu-layers", -1, "layers on the GPU (CUDA build)")
+	root.AddCommand(cmd)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+type libResult struct {
+	promptTokens int
+	firstToken   time.Duration
+	genRate      float64
+}
+
+// benchLibrary generates with llama.Context.Generate: the speed the daemon is compared to.
+// The best of three runs counts (after a warm-up), as for the daemon's single client
+// the median of several requests does.
+func benchLibrary(m *llama.Model, prompt string, maxTokens, ctxSize, batch, threads int) (*libResult, error) {
+	lctx, err := llama.NewContext(m, llama.ContextParams{NCtx: ctxSize, NBatch: batch, Threads: threads})
+	if err != nil {
+		return nil, err
+	}
+	defer lctx.Close()
+	var best *libResult
+	for i := range 4 {
+		toks, err := m.Tokenize(fmt.Sprintf("%d. %s", i, prompt), true, true)
+		if err != nil {
+			return nil, err
+		}
+		n := maxTokens
+		if i == 0 {
+			n = 4 // warm-up
+		}
+		start := time.Now()
+		var first time.Duration
+		res, err := lctx.Generate(context.Background(), toks, llama.GenerateOptions{MaxTokens: n},
+			func(string) bool {
+				if first == 0 {
+					first = time.Since(start)
+				}
+				return true
+			})
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 || res.Tokens < 2 {
+			continue
+		}
+		r := &libResult{promptTokens: len(toks), firstToken: first, genRate: float64(res.Tokens-1) / res.GenTime.Seconds()}
+		if best == nil || r.genRate > best.genRate {
+			best = r
+		}
+	}
+	if best == nil {
+		return nil, fmt.Errorf("the model ended every answer at once: no speed to measure")
+	}
+	return best, nil
+}
+
+// startBenchDaemon serves m on 127.0.0.1 exactly as conchd does.
+func startBenchDaemon(m *llama.Model, parallel, ctxSize, batch, threads int) (string, func(), error) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := api.New(api.Config{Logger: quiet})
+	eng, err := engine.New(engine.Config{Model: m, Parallel: parallel, SlotCtx: ctxSize, BatchSize: max(batch, parallel),
+		Threads: threads, Logger: quiet, OnFirstToken: srv.ObserveFirstToken, OnToken: srv.ObserveToken})
+	if err != nil {
+		return "", nil, err
+	}
+	srv.SetEngine(eng)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		eng.Close()
+		return "", nil, err
+	}
+	hs := &http.Server{Handler: srv.Handler()}
+	go hs.Serve(ln)
+	return "http://" + ln.Addr().String(), func() { hs.Close(); eng.Close() }, nil
+}
+
+func summarize(w io.Writer, lib *libResult, levels []loadgen.Level) {
+	fmt.Fprintln(w)
+	var one, four *loadgen.Level
+	for i := range levels {
+		switch levels[i].Clients {
+		case 1:
+			one = &levels[i]
+		case 4:
+			four = &levels[i]
+		}
+	}
+	if lib != nil && one != nil {
+		over := 100 * (1 - one.GenRate()/lib.genRate)
+		fmt.Fprintf(w, "HTTP + engine overhead, one client: %.1f%% (generation %.1f tok/s over HTTP, %.1f tok/s in the library; first token %.0f ms vs %.0f ms)\n",
+			over, one.GenRate(), lib.genRate, ms(one.TTFT(0.5)), ms(lib.firstToken))
+	}
+	if one != nil && four != nil {
+		fmt.Fprintf(w, "aggregate throughput, 4 clients vs 1: %.2f×\n", four.Throughput()/one.Throughput())
+	}
+}
