@@ -221,6 +221,9 @@ func TestShutdownDeadline(t *testing.T) {
 }
 
 func TestNoModel(t *testing.T) {
+	saved := defaultModel
+	t.Cleanup(func() { defaultModel = saved })
+	defaultModel = nil
 	cmd := newCommand(nil)
 	cmd.SetArgs([]string{"--port", "0"})
 	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "no --model given") {
@@ -230,6 +233,19 @@ func TestNoModel(t *testing.T) {
 	cmd.SetArgs([]string{"--port", "0", "--model", filepath.Join(t.TempDir(), "missing.gguf")})
 	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "missing.gguf") {
 		t.Fatalf("error %v", err)
+	}
+	// With the hook set, no --model serves what it supplies.
+	defaultModel = func() (string, []string, error) { return tinyModel(t), nil, nil }
+	ctx, stop := context.WithCancel(context.Background())
+	addr := make(chan string, 1)
+	cmd = newCommand(func(a string) { addr <- a })
+	cmd.SetArgs([]string{"--port", "0", "--ctx-size", "128", "--log-level", "error"})
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	waitHealthy(t, "http://"+<-addr)
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
 
