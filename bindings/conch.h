@@ -73,7 +73,8 @@ struct conch_train_params {
     const char * model_path;
     int      rank;
     float    alpha;
-    uint32_t targets;       /* bit i: target i of q,k,v,o,gate,up,down */
+    uint32_t targets;       /* bit i: target i of q,k,v,o,gate,up,down; bit 7: the output head
+                               (output.weight; the model must not tie it to token_embd) */
     int      max_seq_len;
     int      compute_type;  /* enum conch_train_compute */
     int      threads;

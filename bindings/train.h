@@ -24,6 +24,10 @@ struct train_error : std::runtime_error {
 
 enum target : int { T_Q, T_K, T_V, T_O, T_GATE, T_UP, T_DOWN, T_COUNT };
 
+// Bit of conch_train_params.targets after the per-layer targets: LoRA on the output
+// head (PEFT's lm_head, llama.cpp's output.weight), applied to the supervised rows.
+constexpr uint32_t TARGET_OUTPUT_BIT = 1u << T_COUNT;
+
 // One LoRA tensor (an A or a B half). The host vectors are the source of truth for
 // the optimiser; w mirrors host on the backend, grad accumulates d(loss sum)/dw there.
 struct lora_tensor {
@@ -79,6 +83,8 @@ struct trainer {
     ggml_tensor * tok_embd = nullptr, * out_norm = nullptr, * output = nullptr, * output_b = nullptr;
     ggml_tensor * output_t = nullptr;      // phase 2: transposed output matrix (or null)
     ggml_tensor * rope_freqs = nullptr;
+    lora_pair out_lora;                    // LoRA on the output head (valid when has_out_lora)
+    bool has_out_lora = false;
     std::vector<layer> layers;
     std::vector<lora_tensor> lora;
 

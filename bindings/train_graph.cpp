@@ -20,14 +20,25 @@ struct builder {
     int T;
 
     // y = W x + scale * B (A x). The scale goes on the rank-r product, the cheapest place.
-    ggml_tensor * proj(const layer & L, int tg, ggml_tensor * x) {
-        ggml_tensor * y = ggml_mul_mat(ctx, L.w[tg], x);
-        if (L.has_lora[tg]) {
-            ggml_tensor * ax = ggml_mul_mat(ctx, t.lora[L.lora[tg].a].w, x);
+    ggml_tensor * lora_mm(ggml_tensor * w, const lora_pair * pr, ggml_tensor * x) {
+        ggml_tensor * y = ggml_mul_mat(ctx, w, x);
+        if (pr) {
+            ggml_tensor * ax = ggml_mul_mat(ctx, t.lora[pr->a].w, x);
             ax = ggml_scale(ctx, ax, t.scale);
-            y = ggml_add(ctx, y, ggml_mul_mat(ctx, t.lora[L.lora[tg].b].w, ax));
+            y = ggml_add(ctx, y, ggml_mul_mat(ctx, t.lora[pr->b].w, ax));
         }
         return y;
+    }
+
+    ggml_tensor * proj(const layer & L, int tg, ggml_tensor * x) {
+        return lora_mm(L.w[tg], L.has_lora[tg] ? &L.lora[tg] : nullptr, x);
+    }
+
+    // The output head on rows of the final hidden state, with its LoRA if trained.
+    ggml_tensor * head(ggml_tensor * h) {
+        ggml_tensor * logits = lora_mm(t.output, t.has_out_lora ? &t.out_lora : nullptr, h);
+        if (t.output_b) logits = ggml_add(ctx, logits, t.output_b);
+        return logits;
     }
 
     ggml_tensor * norm(ggml_tensor * x, ggml_tensor * w) {
@@ -217,8 +228,7 @@ void build_graph(trainer & t, built_graph & bg, graph_kind kind, int T, int n_se
     ggml_tensor * h = b.norm(x, t.out_norm);
 
     if (kind == G_LOGITS) {
-        ggml_tensor * logits = ggml_mul_mat(ctx, t.output, h);
-        if (t.output_b) logits = ggml_add(ctx, logits, t.output_b);
+        ggml_tensor * logits = b.head(h);
         ggml_set_output(logits);
         bg.logits = logits;
         ggml_build_forward_expand(bg.g, logits);
@@ -234,8 +244,7 @@ void build_graph(trainer & t, built_graph & bg, graph_kind kind, int T, int n_se
     ggml_set_name(bg.labels, "labels");
     ggml_set_input(bg.labels);
     ggml_tensor * hs = ggml_get_rows(ctx, h, bg.sel);
-    ggml_tensor * logits = ggml_mul_mat(ctx, t.output, hs);
-    if (t.output_b) logits = ggml_add(ctx, logits, t.output_b);
+    ggml_tensor * logits = b.head(hs);
     ggml_tensor * loss = ggml_scale(ctx, ggml_cross_entropy_loss(ctx, logits, bg.labels), (float)n_sel);
     ggml_set_name(loss, "loss_sum");
     ggml_set_output(loss);

@@ -277,47 +277,61 @@ void load_model(trainer & t) {
     // LoRA: A [n_in, r] and B [r, n_out] for every targeted projection, as llama.cpp's
     // adapter loader expects them; plus a gradient accumulator of the same shape each.
     const int r = t.p.rank;
+    const bool out_lora = (t.p.targets & TARGET_OUTPUT_BIT) != 0;
+    if (out_lora && tied) {
+        // llama.cpp would apply a token_embd.weight pair to the embedding lookup as well.
+        throw train_error("LoRA on lm_head needs a model with its own output.weight; this one ties it to token_embd.weight");
+    }
     size_t n_pairs = 0;
     for (int tg = 0; tg < T_COUNT; tg++) if (t.p.targets & (1u << tg)) n_pairs++;
-    n_pairs *= hp.n_layer;
+    n_pairs = n_pairs * hp.n_layer + (out_lora ? 1 : 0);
     ggml_init_params lp = {ggml_tensor_overhead() * (n_pairs * 4 + 4), nullptr, true};
     t.ctx_l = ggml_init(lp);
     if (!t.ctx_l) throw train_error("out of memory");
+    auto add = [&](const std::string & name, int64_t ne0, int64_t ne1) {
+        lora_tensor lt;
+        lt.name = name;
+        lt.w = ggml_new_tensor_2d(t.ctx_l, GGML_TYPE_F32, ne0, ne1);
+        ggml_set_name(lt.w, lt.name.c_str());
+        ggml_set_param(lt.w);
+        lt.grad = ggml_new_tensor_2d(t.ctx_l, GGML_TYPE_F32, ne0, ne1);
+        ggml_set_name(lt.grad, (lt.name + ".grad").c_str());
+        const size_t n = (size_t)(ne0 * ne1);
+        if (!t.measure) {
+            lt.host.assign(n, 0.0f);
+            lt.m.assign(n, 0.0f);
+            lt.v.assign(n, 0.0f);
+        }
+        t.lora.push_back(std::move(lt));
+        return (int)t.lora.size() - 1;
+    };
+    // A pair for base weight `base` of shape [n_in, n_out]. Like PEFT's
+    // kaiming_uniform_(a=sqrt(5)): A ~ U(-1/sqrt(n_in), 1/sqrt(n_in)); B = 0. Each A has
+    // its own random stream, keyed by its index.
+    auto add_pair = [&](const std::string & base, int64_t n_in, int64_t n_out) {
+        lora_pair pr;
+        pr.a = add(base + ".lora_a", n_in, r);
+        pr.b = add(base + ".lora_b", r, n_out);
+        if (!t.measure) {
+            auto & A = t.lora[pr.a];
+            rng g{t.p.seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(pr.a + 1))};
+            g.next();
+            const float bound = 1.0f / std::sqrt((float)n_in);
+            for (auto & x : A.host) x = (2.0f * g.uniform() - 1.0f) * bound;
+        }
+        return pr;
+    };
     for (int il = 0; il < hp.n_layer; il++) {
         auto & L = t.layers[il];
         for (int tg = 0; tg < T_COUNT; tg++) {
             if (!(t.p.targets & (1u << tg))) continue;
-            const int64_t n_in = L.w[tg]->ne[0], n_out = L.w[tg]->ne[1];
-            const std::string base = "blk." + std::to_string(il) + "." + target_suffix(tg) + ".weight";
-            auto add = [&](const char * half, int64_t ne0, int64_t ne1) {
-                lora_tensor lt;
-                lt.name = base + half;
-                lt.w = ggml_new_tensor_2d(t.ctx_l, GGML_TYPE_F32, ne0, ne1);
-                ggml_set_name(lt.w, lt.name.c_str());
-                ggml_set_param(lt.w);
-                lt.grad = ggml_new_tensor_2d(t.ctx_l, GGML_TYPE_F32, ne0, ne1);
-                ggml_set_name(lt.grad, (lt.name + ".grad").c_str());
-                const size_t n = (size_t)(ne0 * ne1);
-                if (!t.measure) {
-                    lt.host.assign(n, 0.0f);
-                    lt.m.assign(n, 0.0f);
-                    lt.v.assign(n, 0.0f);
-                }
-                t.lora.push_back(std::move(lt));
-                return (int)t.lora.size() - 1;
-            };
-            L.lora[tg].a = add(".lora_a", n_in, r);
-            L.lora[tg].b = add(".lora_b", r, n_out);
+            L.lora[tg] = add_pair("blk." + std::to_string(il) + "." + target_suffix(tg) + ".weight", L.w[tg]->ne[0], L.w[tg]->ne[1]);
             L.has_lora[tg] = true;
-            if (!t.measure) {
-                // Like PEFT's kaiming_uniform_(a=sqrt(5)): U(-1/sqrt(n_in), 1/sqrt(n_in)); B = 0.
-                auto & A = t.lora[L.lora[tg].a];
-                rng g{t.p.seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(L.lora[tg].a + 1))};
-                g.next();
-                const float bound = 1.0f / std::sqrt((float)n_in);
-                for (auto & x : A.host) x = (2.0f * g.uniform() - 1.0f) * bound;
-            }
         }
+    }
+    if (out_lora) {
+        t.out_lora = add_pair("output.weight", t.output->ne[0], t.output->ne[1]);
+        t.has_out_lora = true;
     }
 
     if (t.measure) return;

@@ -26,7 +26,7 @@ import (
 type TrainParams struct {
 	Rank        int      // LoRA rank r (default 8)
 	Alpha       float32  // LoRA alpha; scale = Alpha/Rank (default 16)
-	Targets     []string // subset of "q","k","v","o","gate","up","down" (empty = all)
+	Targets     []string // subset of "q","k","v","o","gate","up","down","lm_head" (empty = the seven projections; lm_head needs an untied output.weight)
 	MaxSeqLen   int      // longest sequence Accumulate/Eval will get (graph and memory sizing; default 512)
 	ComputeType string   // how frozen weights are held: "f32" (reference; "" = f32), "f16", "bf16", "q8_0" (see NewTrainer)
 	Threads     int      // 0 = DefaultThreads()
@@ -145,6 +145,11 @@ func checkTrainSetup(info *GGUF, p TrainParams) (TrainParams, uint32, trainHPara
 			if d%32 != 0 {
 				return p, 0, hp, fmt.Errorf("compute type q8_0 needs model dimensions that are multiples of 32 (this model has %d): use f16", d)
 			}
+		}
+	}
+	if mask&targetOutputBit != 0 {
+		if _, ok := info.Tensor("output.weight"); !ok {
+			return p, 0, hp, errors.New("LoRA on lm_head needs a model with its own output.weight; this model ties its output head to token_embd.weight (drop lm_head from the targets)")
 		}
 	}
 	if int64(hp.nVocab)*int64(p.MaxSeqLen) > 1<<31 {

@@ -7,11 +7,19 @@ import (
 	"strings"
 )
 
-// trainTargets are the projections LoRA can train, in the bit order of conch.h.
+// trainTargets are the weights LoRA can train, in the bit order of conch.h: the seven
+// projections of every block, then the output head (PEFT's lm_head).
 var trainTargets = []struct{ name, tensor string }{
 	{"q", "attn_q"}, {"k", "attn_k"}, {"v", "attn_v"}, {"o", "attn_output"},
-	{"gate", "ffn_gate"}, {"up", "ffn_up"}, {"down", "ffn_down"},
+	{"gate", "ffn_gate"}, {"up", "ffn_up"}, {"down", "ffn_down"}, {"lm_head", "output"},
 }
+
+// targetOutputBit is the lm_head target's bit; the default (no targets named) is every
+// block projection without it, as LLaMA-Factory's lora_target: all.
+const (
+	targetOutputBit = uint32(1) << 7
+	targetsDefault  = targetOutputBit - 1
+)
 
 // trainArchs maps the architectures the trainer rebuilds to conch.h's enum.
 var trainArchs = map[string]int{"llama": 0, "qwen2": 1, "qwen3": 2}
@@ -260,7 +268,7 @@ func checkTrainTensors(g *GGUF, hp trainHParams) error {
 // parseTargets turns target names into conch.h's bit mask.
 func parseTargets(names []string) (uint32, error) {
 	if len(names) == 0 {
-		return 1<<len(trainTargets) - 1, nil
+		return targetsDefault, nil
 	}
 	var mask uint32
 	for _, n := range names {
@@ -272,7 +280,7 @@ func parseTargets(names []string) (uint32, error) {
 			}
 		}
 		if !found {
-			return 0, fmt.Errorf("unknown LoRA target %q (q, k, v, o, gate, up, down)", n)
+			return 0, fmt.Errorf("unknown LoRA target %q (q, k, v, o, gate, up, down, lm_head)", n)
 		}
 	}
 	return mask, nil

@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/magicconch/conch/internal/testmodel"
@@ -92,12 +94,27 @@ func relErr(a, b []float32) float64 {
 	return d / s
 }
 
+// trAllWithHead is every target: the seven projections and the output head.
+var trAllWithHead = []string{"q", "k", "v", "o", "gate", "up", "down", "lm_head"}
+
 func TestTrainerLogitsMatchLlamaCpp(t *testing.T) {
-	for _, name := range []string{"stories", "llama", "qwen2", "qwen3"} {
-		t.Run(name, func(t *testing.T) {
-			path := trModel(t, name)
+	for _, c := range []struct {
+		name, model string
+		targets     []string
+	}{
+		{"stories", "stories", nil},
+		{"stories-lm_head", "stories", []string{"lm_head"}},
+		{"llama-all-lm_head", "llama", trAllWithHead},
+		{"qwen2", "qwen2", nil},
+		{"qwen3", "qwen3", nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := trModel(t, c.model)
 			m := trLoad(t, path)
-			tr := trNew(t, m, TrainParams{Rank: 4, Alpha: 8, MaxSeqLen: 32, Seed: 1})
+			tr := trNew(t, m, TrainParams{Rank: 4, Alpha: 8, MaxSeqLen: 32, Seed: 1, Targets: c.targets})
+			if head := slices.Contains(tr.Params(), "output.weight.lora_b"); head != slices.Contains(c.targets, "lm_head") {
+				t.Fatalf("output.weight LoRA present: %v, targets %v", head, c.targets)
+			}
 			tokens := trTokens(24, m.VocabSize(), 1)
 
 			// B = 0: the adapter is a no-op and the forward must be llama.cpp's.
@@ -187,16 +204,21 @@ func trLabels(tokens []Token, masked ...int) []Token {
 var trLongAttention = testmodel.Spec{Name: "tiny-llama-hd64", Arch: "llama", NEmbd: 128, NLayer: 2, NHead: 2, NHeadKV: 1, NFF: 128, Seed: 7}
 
 func TestTrainerGradientsFiniteDifferences(t *testing.T) {
-	for _, name := range []string{"llama", "qwen2", "qwen3", "long-attention"} {
+	for _, name := range []string{"llama", "qwen2", "qwen3", "long-attention", "lm_head"} {
 		t.Run(name, func(t *testing.T) {
 			path, n := "", 12
-			if name == "long-attention" {
+			var targets []string
+			switch name {
+			case "long-attention":
 				path, n = testmodel.Cached(t, trLongAttention), 80
-			} else {
+			case "lm_head":
+				// the output pair is last: the checked tensors below include both halves
+				path, targets = trModel(t, "llama"), trAllWithHead
+			default:
 				path = trModel(t, name)
 			}
 			m := trLoad(t, path)
-			tr := trNew(t, m, TrainParams{Rank: 4, Alpha: 8, MaxSeqLen: n, Seed: 2, Threads: 1})
+			tr := trNew(t, m, TrainParams{Rank: 4, Alpha: 8, MaxSeqLen: n, Seed: 2, Threads: 1, Targets: targets})
 			trRandomize(t, tr, 9, 0.2)
 			tokens := trTokens(n, m.VocabSize(), 3)
 			labels := trLabels(tokens, 0, 1, 2, 6) // a masked prompt and a masked hole
@@ -217,6 +239,9 @@ func TestTrainerGradientsFiniteDifferences(t *testing.T) {
 			// last layer.
 			const h = 1e-2
 			names := tr.Params()
+			if targets != nil && (names[len(names)-2] != "output.weight.lora_a" || names[len(names)-1] != "output.weight.lora_b") {
+				t.Fatalf("the output head's pair is not last: %v", names[len(names)-2:])
+			}
 			worst := 0.0
 			for _, pn := range []string{names[0], names[1], names[5], names[len(names)-2], names[len(names)-1], names[len(names)/2]} {
 				g := tr.Grad(pn)
@@ -526,7 +551,7 @@ func TestTrainerRejectsBadInput(t *testing.T) {
 	}
 	m := trLoad(t, trModel(t, "llama"))
 	for _, p := range []TrainParams{
-		{Rank: -1}, {Alpha: -2}, {MaxSeqLen: 1 << 20}, {ComputeType: "int4"}, {Targets: []string{"q", "lm_head"}},
+		{Rank: -1}, {Alpha: -2}, {MaxSeqLen: 1 << 20}, {ComputeType: "int4"}, {Targets: []string{"q", "embed"}},
 		{Beta1: 1}, {Eps: -1}, {GPULayers: -2}, {GPULayers: 1},
 	} {
 		if p.GPULayers == 1 && GPUCount() > 0 {
@@ -538,6 +563,19 @@ func TestTrainerRejectsBadInput(t *testing.T) {
 		} else if EstimateTrainMemory(m.Info, p) != 0 {
 			t.Errorf("EstimateTrainMemory(%+v) is not 0 for settings NewTrainer refuses", p)
 		}
+	}
+	// A tied output head is token_embd.weight, whose adapter llama.cpp would also apply
+	// to the embedding lookup: lm_head is refused there with a message that says so.
+	tied := trLoad(t, trModel(t, "qwen2"))
+	p := TrainParams{Rank: 2, MaxSeqLen: 8, Targets: []string{"q", "lm_head"}}
+	if tr, err := NewTrainer(tied, p); err == nil || !strings.Contains(err.Error(), "token_embd") {
+		if tr != nil {
+			tr.Close()
+		}
+		t.Errorf("lm_head on a tied model: %v", err)
+	}
+	if EstimateTrainMemory(tied.Info, p) != 0 {
+		t.Error("EstimateTrainMemory plans lm_head on a tied model")
 	}
 	tr := trNew(t, m, TrainParams{Rank: 2, MaxSeqLen: 8, Targets: []string{"q", "v"}})
 	if n := len(tr.Params()); n != 2*2*2 {

@@ -25,6 +25,9 @@ type Config struct {
 	LoraRank   int     `yaml:"lora_rank" mapstructure:"lora_rank"`
 	LoraAlpha  float64 `yaml:"lora_alpha" mapstructure:"lora_alpha"` // 0: twice the rank, as LLaMA-Factory
 	LoraTarget string  `yaml:"lora_target" mapstructure:"lora_target"`
+	// AdditionalTarget is LLaMA-Factory's key for modules trained besides the LoRA
+	// layers. Conch accepts lm_head there and trains it with LoRA like the others.
+	AdditionalTarget string `yaml:"additional_target,omitempty" mapstructure:"additional_target"`
 
 	LearningRate   float64 `yaml:"learning_rate" mapstructure:"learning_rate"`
 	Epochs         float64 `yaml:"num_train_epochs" mapstructure:"num_train_epochs"`
@@ -103,26 +106,47 @@ var loraTargets = map[string]string{
 	"gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down",
 	"attn_q": "attn_q", "attn_k": "attn_k", "attn_v": "attn_v", "attn_output": "attn_output",
 	"ffn_gate": "ffn_gate", "ffn_up": "ffn_up", "ffn_down": "ffn_down",
+	headTarget: headTarget, "output": headTarget,
 }
 
-// allTargets is what lora_target "all" means: every linear layer of every block.
+// headTarget is the output head (PEFT's lm_head, output.weight in GGUF). LoRA there lets
+// a model learn to emit tokens its frozen head almost never predicts (Chinese as byte
+// tokens on an English base, say). It needs a model whose head is not tied to the
+// token embeddings.
+const headTarget = "lm_head"
+
+// allTargets is what lora_target "all" means: every linear layer of every block, without
+// the output head (as in LLaMA-Factory; add it with "all,lm_head").
 var allTargets = []string{"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}
 
-// Targets returns the GGUF weight names that get LoRA adapters.
+// Targets returns the names of the weights that get LoRA adapters: GGUF block weight
+// names, and lm_head for the output head (from lora_target or additional_target).
 func (c Config) Targets() ([]string, error) {
 	var out []string
+	add := func(names ...string) {
+		for _, n := range names {
+			if !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
+	}
 	for _, t := range splitList(c.LoraTarget) {
 		t = strings.ToLower(t)
 		if t == "all" {
-			return slices.Clone(allTargets), nil
+			add(allTargets...)
+			continue
 		}
 		g, ok := loraTargets[t]
 		if !ok {
-			return nil, fmt.Errorf("lora_target %q: unknown layer (use all, or some of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)", t)
+			return nil, fmt.Errorf("lora_target %q: unknown layer (use all, or some of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; add lm_head for the output head)", t)
 		}
-		if !slices.Contains(out, g) {
-			out = append(out, g)
+		add(g)
+	}
+	for _, t := range splitList(c.AdditionalTarget) {
+		if g := loraTargets[strings.ToLower(t)]; g != headTarget {
+			return nil, fmt.Errorf("additional_target %q: conch can only add lm_head (trained with LoRA)", t)
 		}
+		add(headTarget)
 	}
 	if len(out) == 0 {
 		return nil, errors.New("lora_target is empty (use all)")

@@ -38,6 +38,7 @@ func TestRefusals(t *testing.T) {
 		{"untrainable arch", func(c *Config) { c.Model = retypeArch(t, qwen, "gemma") }, []string{`architecture "gemma"`}},
 		{"adapter as model", func(c *Config) { c.Model = randomAdapter(t, qwen) }, []string{"LoRA adapter"}},
 		{"missing model", func(c *Config) { c.Model = filepath.Join(t.TempDir(), "none.gguf") }, []string{"none.gguf"}},
+		{"lm_head on a tied head", func(c *Config) { c.LoraTarget = "all,lm_head" }, []string{"lm_head", "token_embd.weight"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

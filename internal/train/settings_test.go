@@ -191,6 +191,7 @@ func TestConfigRefusals(t *testing.T) {
 		{"finetuning_type: freeze\n", `finetuning_type "freeze" is not supported`},
 		{"lr_scheduler_type: polynomial\n", `lr_scheduler_type "polynomial"`},
 		{"lora_target: qkv\n", `lora_target "qkv"`},
+		{"additional_target: embed_tokens\n", `additional_target "embed_tokens"`},
 		{"lora_rank: 0\n", "lora_rank 0"},
 		{"learning_rate: -1\n", "learning_rate -1"},
 		{"val_size: 2.5\n", "val_size 2.5"},
@@ -251,5 +252,45 @@ func TestConfigResumeReadsSavedConfig(t *testing.T) {
 	}
 	if _, _, err := LoadConfig(parseFlags(t, "--output", t.TempDir(), "--resume")); err == nil || !strings.Contains(err.Error(), "cannot resume") {
 		t.Errorf("resume without a saved config: %v", err)
+	}
+}
+
+// The output head is not part of "all" (as in LLaMA-Factory): lora_target adds it by
+// name, and LLaMA-Factory's additional_target: lm_head adds it too.
+func TestConfigOutputHeadTarget(t *testing.T) {
+	all := []string{"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}
+	withHead := append(append([]string(nil), all...), "lm_head")
+	for _, c := range []struct {
+		target, additional string
+		want               []string
+	}{
+		{"all", "", all},
+		{"all,lm_head", "", withHead},
+		{"lm_head, all", "", append([]string{"lm_head"}, all...)},
+		{"q_proj,output", "", []string{"attn_q", "lm_head"}},
+		{"all", "lm_head", withHead},
+		{"all,lm_head", "lm_head", withHead},
+		{"v_proj", "LM_HEAD", []string{"attn_v", "lm_head"}},
+	} {
+		cfg := Config{LoraTarget: c.target, AdditionalTarget: c.additional}
+		got, err := cfg.Targets()
+		if err != nil || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("lora_target %q, additional_target %q: %v, %v; want %v", c.target, c.additional, got, err, c.want)
+		}
+	}
+	path := writeFile(t, filepath.Join(t.TempDir(), "train.yaml"), "lora_target: all\nadditional_target: lm_head\n")
+	cfg, warnings, err := LoadConfig(parseFlags(t, "--config", path))
+	if err != nil || len(warnings) > 0 {
+		t.Fatalf("additional_target: %v, warnings %v", err, warnings)
+	}
+	if got, _ := cfg.Targets(); !reflect.DeepEqual(got, withHead) {
+		t.Errorf("additional_target from YAML: targets %v", got)
+	}
+	cfg, _, err = LoadConfig(parseFlags(t, "--lora-target", "all,lm_head"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := cfg.Targets(); !reflect.DeepEqual(got, withHead) {
+		t.Errorf("--lora-target all,lm_head: targets %v", got)
 	}
 }
