@@ -72,7 +72,7 @@ func startDaemon(t *testing.T, o daemonOpts) *daemon {
 		o.ecfg.Threads = 2
 	}
 	srv := New(o.acfg)
-	o.ecfg.OnFirstToken, o.ecfg.OnToken = srv.ObserveFirstToken, srv.ObserveToken
+	o.ecfg.OnFirstToken, o.ecfg.OnToken, o.ecfg.OnStep = srv.ObserveFirstToken, srv.ObserveToken, srv.ObserveStep
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

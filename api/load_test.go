@@ -100,32 +100,51 @@ func TestCancelNonStreaming(t *testing.T) {
 // The metrics count what happened: requests by route and status, tokens, latencies.
 func TestMetricsCount(t *testing.T) {
 	d := startDaemon(t, daemonOpts{})
-	var prompt, gen int
+	var prompt, gen, decoded int
+	count := func(u usage) {
+		prompt += u.PromptTokens
+		gen += u.CompletionTokens
+		// decoded: the prompt less what the cache held, and every answer token but the last
+		decoded += u.PromptTokens - u.PromptTokensDetails.CachedTokens + u.CompletionTokens - 1
+	}
 	for i := range 3 {
 		var g generateResponse
-		d.get("/generate", greedy("你好", "5")).json(t, &g)
-		prompt += g.Usage.PromptTokens
-		gen += g.Usage.CompletionTokens
+		q := greedy("你好", "5")
+		q.Set("ignore_eos", "true")
+		d.get("/generate", q).json(t, &g)
+		count(g.Usage)
+		if i > 0 && g.Usage.PromptTokensDetails.CachedTokens == 0 {
+			t.Errorf("repeated prompt: nothing cached")
+		}
 		var c chatResponse
-		d.do("POST", "/v1/chat/completions", chatBody("hi", map[string]any{"max_tokens": 3 + i})).json(t, &c)
-		prompt += c.Usage.PromptTokens
-		gen += c.Usage.CompletionTokens
+		d.do("POST", "/v1/chat/completions", chatBody("hi", map[string]any{"max_tokens": 3 + i, "ignore_eos": true})).json(t, &c)
+		count(c.Usage)
+	}
+	// the same prompt right again: all of it but the last token comes from the cache
+	var again generateResponse
+	q := greedy("你好", "5")
+	q.Set("ignore_eos", "true")
+	d.get("/generate", q).json(t, &again)
+	count(again.Usage)
+	if again.Usage.PromptTokensDetails.CachedTokens != again.Usage.PromptTokens-1 {
+		t.Errorf("repeated prompt: %d of %d tokens cached", again.Usage.PromptTokensDetails.CachedTokens, again.Usage.PromptTokens)
 	}
 	d.get("/generate", nil) // 400
 	d.do("POST", "/v1/chat/completions", "{")
 	for sample, want := range map[string]float64{
-		`conch_http_requests_total{route="/generate",status="200"}`:            3,
+		`conch_http_requests_total{route="/generate",status="200"}`:            4,
 		`conch_http_requests_total{route="/generate",status="400"}`:            1,
 		`conch_http_requests_total{route="/v1/chat/completions",status="200"}`: 3,
 		`conch_http_requests_total{route="/v1/chat/completions",status="400"}`: 1,
 		`conch_prompt_tokens_total{model="conch"}`:                             float64(prompt),
 		`conch_generated_tokens_total{model="conch"}`:                          float64(gen),
-		`conch_time_to_first_token_seconds_count`:                              6,
-		`conch_token_latency_seconds_count`:                                    float64(gen - 6),
+		`conch_time_to_first_token_seconds_count`:                              7,
+		`conch_token_latency_seconds_count`:                                    float64(gen - 7),
 		`conch_slots`:                                                          4,
 		`conch_busy_slots`:                                                     0,
 		`conch_queue_depth`:                                                    0,
 		`conch_model_loaded`:                                                   1,
+		`conch_decode_step_tokens_sum`:                                         float64(decoded),
 	} {
 		if got := d.metric(t, sample); got != want {
 			t.Errorf("%s = %v, want %v", sample, got, want)

@@ -17,6 +17,8 @@ type metrics struct {
 	genTokens    *prometheus.CounterVec
 	ttft         prometheus.Histogram
 	tokenLatency prometheus.Histogram
+	stepTime     prometheus.Histogram
+	stepTokens   prometheus.Histogram
 }
 
 func newMetrics(s *Server) *metrics {
@@ -43,11 +45,19 @@ func newMetrics(s *Server) *metrics {
 			Name: "conch_token_latency_seconds", Help: "Time between two generated tokens of one request.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
+		stepTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "conch_decode_step_seconds", Help: "Duration of one decode step of the engine (all slots together).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		stepTokens: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "conch_decode_step_tokens", Help: "Tokens in one decode step: one per generating slot plus prompt chunks.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}),
 	}
 	gauge := func(name, help string, f func() float64) prometheus.GaugeFunc {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.promptTokens, m.genTokens, m.ttft, m.tokenLatency,
+	m.reg.MustRegister(m.requests, m.duration, m.promptTokens, m.genTokens, m.ttft, m.tokenLatency, m.stepTime, m.stepTokens,
 		gauge("conch_queue_depth", "Requests waiting for a slot.", func() float64 {
 			if e := s.engine.Load(); e != nil {
 				return float64(e.QueueDepth())

@@ -5,13 +5,21 @@ import "github.com/magicconch/conch/internal/engine"
 // Wire types of the OpenAI-compatible API (the subset conchd implements).
 
 type usage struct {
-	PromptTokens     int `json:"prompt_tokens"`
-	CompletionTokens int `json:"completion_tokens"`
-	TotalTokens      int `json:"total_tokens"`
+	PromptTokens        int          `json:"prompt_tokens"`
+	CompletionTokens    int          `json:"completion_tokens"`
+	TotalTokens         int          `json:"total_tokens"`
+	PromptTokensDetails promptDetail `json:"prompt_tokens_details"`
+}
+
+// promptDetail says how much of the prompt was reused from an earlier request's cache
+// (a chat's previous turns) instead of being computed again.
+type promptDetail struct {
+	CachedTokens int `json:"cached_tokens"`
 }
 
 func usageOf(r engine.Result) usage {
-	return usage{PromptTokens: r.PromptTokens, CompletionTokens: r.Tokens, TotalTokens: r.PromptTokens + r.Tokens}
+	return usage{PromptTokens: r.PromptTokens, CompletionTokens: r.Tokens, TotalTokens: r.PromptTokens + r.Tokens,
+		PromptTokensDetails: promptDetail{CachedTokens: r.CachedTokens}}
 }
 
 type streamOptions struct {

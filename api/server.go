@@ -92,9 +92,15 @@ func (s *Server) SetEngine(e *engine.Engine) {
 func (s *Server) renderer(*engine.Engine) *chatRenderer { return s.chat.Load() }
 
 // ObserveFirstToken and ObserveToken feed the latency histograms; pass them to the
-// engine's Config.
+// engine's Config.OnFirstToken and OnToken.
 func (s *Server) ObserveFirstToken(d time.Duration) { s.metrics.ttft.Observe(d.Seconds()) }
 func (s *Server) ObserveToken(d time.Duration)      { s.metrics.tokenLatency.Observe(d.Seconds()) }
+
+// ObserveStep feeds the decode-step histograms; pass it to the engine's Config.OnStep.
+func (s *Server) ObserveStep(tokens int, d time.Duration) {
+	s.metrics.stepTime.Observe(d.Seconds())
+	s.metrics.stepTokens.Observe(float64(tokens))
+}
 
 func (s *Server) healthz(c *gin.Context) {
 	if s.engine.Load() == nil {

@@ -158,6 +158,18 @@ func (c *Context) RemoveSeq(seq, from, to int) bool {
 	return bool(C.llama_memory_seq_rm(C.llama_get_memory(c.c), C.llama_seq_id(seq), C.llama_pos(from), C.llama_pos(to)))
 }
 
+// CopySeq makes positions [from, to) of sequence src part of sequence dst as well (to < 0:
+// to the end): a prompt prefix computed once serves several sequences. With the context's
+// unified KV cache the cells are shared, nothing is copied or computed. It reports false
+// for sequence ids outside the context's.
+func (c *Context) CopySeq(src, dst, from, to int) bool {
+	if src < 0 || src >= c.nSeq || dst < 0 || dst >= c.nSeq {
+		return false
+	}
+	C.llama_memory_seq_cp(C.llama_get_memory(c.c), C.llama_seq_id(src), C.llama_seq_id(dst), C.llama_pos(from), C.llama_pos(to))
+	return true
+}
+
 // SeqPosMax is the largest position stored for seq, or -1 when it is empty.
 func (c *Context) SeqPosMax(seq int) int {
 	return int(C.llama_memory_seq_pos_max(C.llama_get_memory(c.c), C.llama_seq_id(seq)))

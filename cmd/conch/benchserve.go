@@ -88,25 +88,34 @@ can answer it, and ignores end-of-text so each generates exactly --max-tokens.`,
 			if _, err := loadgen.Run(ctx, warm, 1); err != nil {
 				return err
 			}
-			fmt.Fprintln(w, "| clients | requests | tokens | wall s | aggregate tok/s | per-request gen tok/s | TTFT p50 ms | TTFT max ms | vs 1 client |")
-			fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
+			fmt.Fprintln(w, "| clients | requests | tokens | wall s | aggregate tok/s | per-request gen tok/s | TTFT p50 ms | TTFT max ms | vs 1 client | decode busy | ms/step | tokens/step |")
+			fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 			var levels []loadgen.Level
 			for _, c := range clients {
 				cfg.Requests = requests
 				if cfg.Requests == 0 {
 					cfg.Requests = max(2*c, 4)
 				}
+				before, scrapeErr := loadgen.Scrape(ctx, cfg)
 				lv, err := loadgen.Run(ctx, cfg, c)
 				if err != nil {
 					return err
+				}
+				after, err := loadgen.Scrape(ctx, cfg)
+				steps := "| | |"
+				if scrapeErr == nil && err == nil {
+					d := after.Sub(before)
+					if d.Steps > 0 {
+						steps = fmt.Sprintf("%.0f%% | %.1f | %.1f |", 100*d.StepSeconds/lv.Wall.Seconds(), 1000*d.StepSeconds/d.Steps, d.StepTokens/d.Steps)
+					}
 				}
 				levels = append(levels, lv)
 				ratio := ""
 				if levels[0].Clients == 1 {
 					ratio = fmt.Sprintf("%.2f×", lv.Throughput()/levels[0].Throughput())
 				}
-				fmt.Fprintf(w, "| %d | %d | %d | %.1f | %.1f | %.1f | %.0f | %.0f | %s |\n", c, len(lv.Samples), lv.Tokens(),
-					lv.Wall.Seconds(), lv.Throughput(), lv.GenRate(), ms(lv.TTFT(0.5)), ms(lv.TTFT(1)), ratio)
+				fmt.Fprintf(w, "| %d | %d | %d | %.1f | %.1f | %.1f | %.0f | %.0f | %s | %s\n", c, len(lv.Samples), lv.Tokens(),
+					lv.Wall.Seconds(), lv.Throughput(), lv.GenRate(), ms(lv.TTFT(0.5)), ms(lv.TTFT(1)), ratio, steps)
 			}
 			summarize(w, lib, levels)
 			return nil
@@ -187,7 +196,7 @@ func startBenchDaemon(m *llama.Model, parallel, ctxSize, batch, threads int) (st
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := api.New(api.Config{Logger: quiet})
 	eng, err := engine.New(engine.Config{Model: m, Parallel: parallel, SlotCtx: ctxSize, BatchSize: max(batch, parallel),
-		Threads: threads, Logger: quiet, OnFirstToken: srv.ObserveFirstToken, OnToken: srv.ObserveToken})
+		Threads: threads, Logger: quiet, OnFirstToken: srv.ObserveFirstToken, OnToken: srv.ObserveToken, OnStep: srv.ObserveStep})
 	if err != nil {
 		return "", nil, err
 	}

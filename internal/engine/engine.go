@@ -43,6 +43,8 @@ type Config struct {
 	// the first generated token, and the time between two tokens of one request.
 	OnFirstToken func(time.Duration)
 	OnToken      func(time.Duration)
+	// OnStep learns each decode step's size in tokens and its duration.
+	OnStep func(tokens int, d time.Duration)
 }
 
 // Errors Submit returns.

@@ -325,3 +325,33 @@ func TestDrainThenClose(t *testing.T) {
 		t.Fatal("Close after Drain hangs")
 	}
 }
+
+// A prompt prefix held by another slot, even a running one, is shared rather than
+// computed again, and the answer is unchanged.
+func TestPrefixSharedAcrossSlots(t *testing.T) {
+	e := newEngine(t, Config{Parallel: 2, SlotCtx: 512})
+	m := e.Model()
+	system := "<|im_start|>system\n你是一个乐于助人的助手。You are a helpful assistant.<|im_end|>\n"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := e.Submit(ctx, Request{Prompt: tokenize(t, m, system+"<|im_start|>user\n讲个故事<|im_end|>\n<|im_start|>assistant\n"), IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text, _ := a.Next(ctx); text == "" {
+		t.Fatal("no output from the running request")
+	}
+	b := tokenize(t, m, system+"<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n")
+	shared := commonPrefix(tokenize(t, m, system+"<|im_start|>user\n讲个故事"), b)
+	got, res, err := run(t, e, Request{Prompt: b, MaxTokens: 12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.CachedTokens != shared {
+		t.Fatalf("cached %d tokens, want the %d shared with the running request", res.CachedTokens, shared)
+	}
+	if want := reference(t, m, b, 12); got != want {
+		t.Fatalf("answer with a shared prefix differs:\n got %q\nwant %q", got, want)
+	}
+	cancel()
+}

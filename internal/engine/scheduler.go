@@ -38,6 +38,7 @@ type slot struct {
 	text       *llama.TextStream
 	res        Result
 	lastToken  time.Time
+	lastUsed   time.Time // when the slot's last request ended
 }
 
 func (s *slot) prompt() []llama.Token { return s.job.req.Prompt }
@@ -108,22 +109,35 @@ func (e *Engine) admit() {
 	}
 }
 
+// pickSlot chooses a free slot for j: one whose cache the prompt continues (a chat's next
+// turn; the longest such), else the least recently used, so that recent conversations
+// keep their caches.
 func (e *Engine) pickSlot(j *job) *slot {
-	var best *slot
-	bestN := -1
+	var cont, lru *slot
+	contN := -1
 	for _, s := range e.slots {
 		if s.job != nil {
 			continue
 		}
-		n := 0
-		if s.cacheAdapter == j.req.Adapter {
-			n = commonPrefix(s.cache, j.req.Prompt)
+		if n := e.reusable(s, j); n == len(s.cache) && n > contN {
+			cont, contN = s, n
 		}
-		if n > bestN {
-			best, bestN = s, n
+		if lru == nil || s.lastUsed.Before(lru.lastUsed) {
+			lru = s
 		}
 	}
-	return best
+	if cont != nil {
+		return cont
+	}
+	return lru
+}
+
+// reusable is how many tokens of s's cache begin j's prompt.
+func (e *Engine) reusable(s *slot, j *job) int {
+	if s.cacheAdapter != j.req.Adapter {
+		return 0
+	}
+	return commonPrefix(s.cache, j.req.Prompt)
 }
 
 func commonPrefix(a, b []llama.Token) int {
@@ -143,12 +157,23 @@ func (e *Engine) start(s *slot, j *job) {
 		return
 	}
 	prompt := j.req.Prompt
-	keep := 0
-	if s.cacheAdapter == j.req.Adapter {
-		// Keep the shared prefix, but always decode at least the prompt's last token: its
-		// logits give the first answer token.
-		keep = min(commonPrefix(s.cache, prompt), len(prompt)-1)
+	// The longest prefix of the prompt any slot holds (running ones too: a shared system
+	// prompt) is shared into this slot's sequence rather than computed again.
+	own := e.reusable(s, j)
+	donor, best := s, own
+	for _, o := range e.slots {
+		if n := e.reusable(o, j); n > best {
+			donor, best = o, n
+		}
 	}
+	if donor != s {
+		e.lctx.RemoveSeq(s.id, 0, -1)
+		e.lctx.CopySeq(donor.id, s.id, 0, best)
+		s.cache = append(s.cache[:0], donor.cache[:best]...)
+		own = best
+	}
+	// Always decode at least the prompt's last token: its logits give the first answer token.
+	keep := min(own, len(prompt)-1)
 	if keep < len(s.cache) && !e.lctx.RemoveSeq(s.id, keep, -1) {
 		// llama.cpp could not cut the sequence: start from nothing.
 		e.lctx.RemoveSeq(s.id, 0, -1)
@@ -177,6 +202,7 @@ func (e *Engine) finish(s *slot, reason string, err error) {
 	s.res.FinishReason = reason
 	s.res.Total = time.Since(s.job.submitted)
 	s.job.out.end(s.res, err)
+	s.lastUsed = time.Now()
 	s.smp.Close()
 	s.job, s.smp, s.text, s.generating = nil, nil, nil, false
 	e.busy.Add(-1)
@@ -300,7 +326,12 @@ func (e *Engine) step() {
 	if b.Len() == 0 {
 		return
 	}
-	if err := e.lctx.Decode(b); err != nil {
+	start := time.Now()
+	err := e.lctx.Decode(b)
+	if e.cfg.OnStep != nil {
+		e.cfg.OnStep(b.Len(), time.Since(start))
+	}
+	if err != nil {
 		if errors.Is(err, llama.ErrNoKVSlot) {
 			err = fmt.Errorf("out of KV cache space: %w", err)
 		}

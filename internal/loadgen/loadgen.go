@@ -230,3 +230,57 @@ func request(ctx context.Context, cfg Config, id int) (Sample, error) {
 	}
 	return s, nil
 }
+
+// Engine is what the daemon's /metrics say about its decode steps.
+type Engine struct {
+	Steps       float64 // decode steps
+	StepSeconds float64 // time spent in them
+	StepTokens  float64 // tokens decoded in them
+}
+
+// Sub is the difference e - o.
+func (e Engine) Sub(o Engine) Engine {
+	return Engine{e.Steps - o.Steps, e.StepSeconds - o.StepSeconds, e.StepTokens - o.StepTokens}
+}
+
+// Scrape reads the decode-step counters from the daemon's /metrics.
+func Scrape(ctx context.Context, cfg Config) (Engine, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(cfg.URL, "/")+"/metrics", nil)
+	if err != nil {
+		return Engine{}, err
+	}
+	c := cfg.Client
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return Engine{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return Engine{}, fmt.Errorf("loadgen: /metrics: %s", resp.Status)
+	}
+	var e Engine
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		var dst *float64
+		switch name {
+		case "conch_decode_step_seconds_count":
+			dst = &e.Steps
+		case "conch_decode_step_seconds_sum":
+			dst = &e.StepSeconds
+		case "conch_decode_step_tokens_sum":
+			dst = &e.StepTokens
+		default:
+			continue
+		}
+		fmt.Sscan(val, dst)
+	}
+	return e, sc.Err()
+}
