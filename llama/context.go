@@ -147,6 +147,24 @@ func (c *Context) Logits(i int) []float32 {
 	return append([]float32(nil), unsafe.Slice((*float32)(unsafe.Pointer(p)), n)...)
 }
 
+// Argmax is the token with the highest logit at batch index i (the first of equals, as
+// greedy sampling picks), or -1 when i has no logits. It reads the logits in place:
+// greedy decoding without the sampler chain's copy of the whole vocabulary.
+func (c *Context) Argmax(i int) Token {
+	p := C.llama_get_logits_ith(c.c, C.int32_t(i))
+	if p == nil {
+		return -1
+	}
+	l := unsafe.Slice((*float32)(unsafe.Pointer(p)), c.model.VocabSize())
+	best := 0
+	for j, v := range l {
+		if v > l[best] {
+			best = j
+		}
+	}
+	return Token(best)
+}
+
 // logitsPtr is Logits without the copy, for the sampler.
 func (c *Context) logitsPtr(i int) *C.float { return C.llama_get_logits_ith(c.c, C.int32_t(i)) }
 

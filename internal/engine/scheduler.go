@@ -35,6 +35,7 @@ type slot struct {
 	next       llama.Token // sampled, not yet decoded
 	batchIdx   int         // index of this slot's logits in the current batch, -1 none
 	smp        *llama.Sampler
+	greedy     bool // argmax of the logits, no sampler chain needed
 	text       *llama.TextStream
 	res        Result
 	lastToken  time.Time
@@ -184,7 +185,7 @@ func (e *Engine) start(s *slot, j *job) {
 	for _, t := range prompt {
 		smp.Accept(t)
 	}
-	s.job, s.smp = j, smp
+	s.job, s.smp, s.greedy = j, smp, plainGreedy(j.req.Sampler)
 	s.prefilled, s.generating, s.batchIdx = keep, false, -1
 	s.text = llama.NewTextStream(j.req.Stop)
 	s.res = Result{PromptTokens: len(prompt), CachedTokens: keep, QueueTime: time.Since(j.submitted)}
@@ -359,6 +360,12 @@ func (e *Engine) step() {
 	}
 }
 
+// plainGreedy reports whether p picks the most likely token with nothing that depends on
+// history (no penalties): then an argmax over the logits is the whole sampler.
+func plainGreedy(p llama.SamplerParams) bool {
+	return p.Temperature <= 0 && (p.RepeatPenalty == 0 || p.RepeatPenalty == 1) && p.FrequencyPenalty == 0 && p.PresencePenalty == 0
+}
+
 func oldestFirst(in []*slot) []*slot {
 	out := append([]*slot(nil), in...)
 	sort.SliceStable(out, func(a, b int) bool { return out[a].job.submitted.Before(out[b].job.submitted) })
@@ -368,7 +375,12 @@ func oldestFirst(in []*slot) []*slot {
 // sampleNext picks the slot's next token from this step's logits and decides whether
 // the request goes on.
 func (e *Engine) sampleNext(s *slot, now time.Time) {
-	tok := s.smp.Sample(e.lctx, s.batchIdx)
+	var tok llama.Token
+	if s.greedy {
+		tok = e.lctx.Argmax(s.batchIdx)
+	} else {
+		tok = s.smp.Sample(e.lctx, s.batchIdx)
+	}
 	if s.res.Tokens == 0 {
 		s.res.FirstToken = now.Sub(s.job.submitted)
 		if e.cfg.OnFirstToken != nil {
