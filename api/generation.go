@@ -91,7 +91,7 @@ func (s *Server) build(n int, o options, toks []llama.Token, promptParam string)
 		if *o.TopK < 0 {
 			return r, badRequest("top_k", "must not be negative, got %d", *o.TopK)
 		}
-		sp.TopK = *o.TopK
+		sp.TopK = min(*o.TopK, 1<<20) // more than any vocabulary: the same as off, and fits llama.cpp's int32
 	}
 	if o.MinP != nil {
 		if bad(*o.MinP, 0, 1) {

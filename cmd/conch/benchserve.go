@@ -58,7 +58,8 @@ can answer it, and ignores end-of-text so each generates exactly --max-tokens.`,
 			}
 			fmt.Fprintf(w, "%s/%s, %d CPUs, threads=%d, max_tokens=%d, parallel slots=%d\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), threads, maxTokens, parallel)
 
-			var lib *libResult
+			cfg := loadgen.Config{URL: url, APIKey: apiKey, Prompt: prompt, MaxTokens: maxTokens, MaxTime: maxTime}
+			var lib *pairResult
 			if model != "" {
 				llama.SetLogLevel(4)
 				m, err := llama.LoadModel(model, llama.ModelParams{GPULayers: gpuLayers})
@@ -67,21 +68,20 @@ can answer it, and ignores end-of-text so each generates exactly --max-tokens.`,
 				}
 				defer m.Close()
 				fmt.Fprintf(w, "model: %s (%s)\n", model, m.Desc())
-				if lib, err = benchLibrary(m, prompt, maxTokens, ctxSize, batch, threads); err != nil {
-					return err
-				}
-				fmt.Fprintf(w, "library (llama.Context.Generate, greedy): prompt %d tokens, first token %.0f ms, generation %.1f tok/s\n\n",
-					lib.promptTokens, ms(lib.firstToken), lib.genRate)
 				if url == "" {
 					srvURL, shutdown, err := startBenchDaemon(m, parallel, ctxSize, batch, threads)
 					if err != nil {
 						return err
 					}
 					defer shutdown()
-					url = srvURL
+					cfg.URL = srvURL
 				}
+				if lib, err = benchPairs(ctx, m, cfg, ctxSize, batch, threads, 5); err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "one client, %d alternating runs each (medians): library %.1f tok/s, first token %.0f ms; HTTP %.1f tok/s, first token %.0f ms (prompt %d tokens)\n\n",
+					lib.runs, lib.libRate, ms(lib.libFirst), lib.httpRate, ms(lib.httpFirst), lib.promptTokens)
 			}
-			cfg := loadgen.Config{URL: url, APIKey: apiKey, Prompt: prompt, MaxTokens: maxTokens, MaxTime: maxTime}
 			// one short request first: connections, caches and the first-use costs
 			warm := cfg
 			warm.MaxTokens, warm.Requests = 4, 1
@@ -123,7 +123,7 @@ can answer it, and ignores end-of-text so each generates exactly --max-tokens.`,
 	}
 	f := cmd.Flags()
 	f.StringVarP(&model, "model", "m", "", "model GGUF: measured through the library, and served on 127.0.0.1 unless --url is given")
-	f.StringVar(&url, "url", "", "base URL of a running conchd to drive instead of starting one")
+	f.StringVar(&url, "url", "", "base URL of a running conchd to drive instead of starting one (with --model too: the same model)")
 	f.StringVar(&apiKey, "api-key", "", "API key for --url")
 	f.StringVar(&prompt, "prompt", benchPrompt, "prompt text (each request puts its number in front)")
 	f.IntSliceVar(&clients, "clients", []int{1, 2, 4, 8}, "concurrent clients, one level each")
@@ -140,55 +140,71 @@ can answer it, and ignores end-of-text so each generates exactly --max-tokens.`,
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-type libResult struct {
-	promptTokens int
-	firstToken   time.Duration
-	genRate      float64
+// pairResult compares one client over HTTP with the library on the same prompt and
+// length, in alternating runs so that both see the same machine.
+type pairResult struct {
+	runs                int
+	promptTokens        int
+	libRate, httpRate   float64
+	libFirst, httpFirst time.Duration
 }
 
-// benchLibrary generates with llama.Context.Generate: the speed the daemon is compared to.
-// The best of three runs counts (after a warm-up), as for the daemon's single client
-// the median of several requests does.
-func benchLibrary(m *llama.Model, prompt string, maxTokens, ctxSize, batch, threads int) (*libResult, error) {
+func benchPairs(ctx context.Context, m *llama.Model, cfg loadgen.Config, ctxSize, batch, threads, runs int) (*pairResult, error) {
 	lctx, err := llama.NewContext(m, llama.ContextParams{NCtx: ctxSize, NBatch: batch, Threads: threads})
 	if err != nil {
 		return nil, err
 	}
 	defer lctx.Close()
-	var best *libResult
-	for i := range 4 {
-		toks, err := m.Tokenize(fmt.Sprintf("%d. %s", i, prompt), true, true)
+	res := &pairResult{runs: runs}
+	var libRate, httpRate []float64
+	var libFirst, httpFirst []time.Duration
+	for i := -1; i < runs; i++ { // run -1 warms both up
+		toks, err := m.Tokenize(fmt.Sprintf("%d. %s", 1000+i, cfg.Prompt), true, true)
 		if err != nil {
 			return nil, err
 		}
-		n := maxTokens
-		if i == 0 {
-			n = 4 // warm-up
+		n := cfg.MaxTokens
+		if i < 0 {
+			n = 4
 		}
 		start := time.Now()
 		var first time.Duration
-		res, err := lctx.Generate(context.Background(), toks, llama.GenerateOptions{MaxTokens: n},
-			func(string) bool {
-				if first == 0 {
-					first = time.Since(start)
-				}
-				return true
-			})
+		r, err := lctx.Generate(ctx, toks, llama.GenerateOptions{MaxTokens: n}, func(string) bool {
+			if first == 0 {
+				first = time.Since(start)
+			}
+			return true
+		})
 		if err != nil {
 			return nil, err
 		}
-		if i == 0 || res.Tokens < 2 {
+		one := cfg
+		one.MaxTokens, one.Requests = n, 1
+		lv, err := loadgen.Run(ctx, one, 1)
+		if err != nil {
+			return nil, err
+		}
+		if i < 0 {
 			continue
 		}
-		r := &libResult{promptTokens: len(toks), firstToken: first, genRate: float64(res.Tokens-1) / res.GenTime.Seconds()}
-		if best == nil || r.genRate > best.genRate {
-			best = r
+		if r.Tokens < 2 {
+			return nil, fmt.Errorf("the model ended its answer after %d tokens: no speed to measure", r.Tokens)
 		}
+		res.promptTokens = len(toks)
+		libRate = append(libRate, float64(r.Tokens-1)/r.GenTime.Seconds())
+		libFirst = append(libFirst, first)
+		httpRate = append(httpRate, lv.Samples[0].GenRate())
+		httpFirst = append(httpFirst, lv.Samples[0].FirstToken)
 	}
-	if best == nil {
-		return nil, fmt.Errorf("the model ended every answer at once: no speed to measure")
-	}
-	return best, nil
+	res.libRate, res.httpRate = medianOf(libRate), medianOf(httpRate)
+	res.libFirst, res.httpFirst = medianOf(libFirst), medianOf(httpFirst)
+	return res, nil
+}
+
+func medianOf[T int64 | float64 | time.Duration](v []T) T {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 // startBenchDaemon serves m on 127.0.0.1 exactly as conchd does.
@@ -211,8 +227,12 @@ func startBenchDaemon(m *llama.Model, parallel, ctxSize, batch, threads int) (st
 	return "http://" + ln.Addr().String(), func() { hs.Close(); eng.Close() }, nil
 }
 
-func summarize(w io.Writer, lib *libResult, levels []loadgen.Level) {
+func summarize(w io.Writer, lib *pairResult, levels []loadgen.Level) {
 	fmt.Fprintln(w)
+	if lib != nil {
+		fmt.Fprintf(w, "HTTP + engine overhead, one client: %.1f%% of the library's generation speed (%.1f vs %.1f tok/s); first token %.0f ms vs %.0f ms\n",
+			100*(1-lib.httpRate/lib.libRate), lib.httpRate, lib.libRate, ms(lib.httpFirst), ms(lib.libFirst))
+	}
 	var one, four *loadgen.Level
 	for i := range levels {
 		switch levels[i].Clients {
@@ -221,11 +241,6 @@ func summarize(w io.Writer, lib *libResult, levels []loadgen.Level) {
 		case 4:
 			four = &levels[i]
 		}
-	}
-	if lib != nil && one != nil {
-		over := 100 * (1 - one.GenRate()/lib.genRate)
-		fmt.Fprintf(w, "HTTP + engine overhead, one client: %.1f%% (generation %.1f tok/s over HTTP, %.1f tok/s in the library; first token %.0f ms vs %.0f ms)\n",
-			over, one.GenRate(), lib.genRate, ms(one.TTFT(0.5)), ms(lib.firstToken))
 	}
 	if one != nil && four != nil {
 		fmt.Fprintf(w, "aggregate throughput, 4 clients vs 1: %.2f×\n", four.Throughput()/one.Throughput())
