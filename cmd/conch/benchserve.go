@@ -31,6 +31,7 @@ func init() {
 		maxTime                    time.Duration
 		parallel, ctxSize, batch   int
 		threads, gpuLayers         int
+		flashAttn                  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench-serve --model MODEL.gguf",
@@ -69,14 +70,14 @@ can answer it, and ignores end-of-text so each generates exactly --max-tokens.`,
 				defer m.Close()
 				fmt.Fprintf(w, "model: %s (%s)\n", model, m.Desc())
 				if url == "" {
-					srvURL, shutdown, err := startBenchDaemon(m, parallel, ctxSize, batch, threads)
+					srvURL, shutdown, err := startBenchDaemon(m, parallel, ctxSize, batch, threads, flashAttn)
 					if err != nil {
 						return err
 					}
 					defer shutdown()
 					cfg.URL = srvURL
 				}
-				if lib, err = benchPairs(ctx, m, cfg, ctxSize, batch, threads, 5); err != nil {
+				if lib, err = benchPairs(ctx, m, cfg, ctxSize, batch, threads, flashAttn, 5); err != nil {
 					return err
 				}
 				fmt.Fprintf(w, "one client, %d alternating runs each (medians): library %.1f tok/s, first token %.0f ms; HTTP %.1f tok/s, first token %.0f ms (prompt %d tokens)\n\n",
@@ -135,6 +136,7 @@ can answer it, and ignores end-of-text so each generates exactly --max-tokens.`,
 	f.IntVarP(&batch, "batch-size", "b", 512, "tokens per decode step")
 	f.IntVarP(&threads, "threads", "t", llama.DefaultThreads(), "threads")
 	f.IntVar(&gpuLayers, "gpu-layers", -1, "layers on the GPU (CUDA build)")
+	f.BoolVar(&flashAttn, "flash-attn", true, "flash attention, in the daemon started here and the library runs (as conchd's default)")
 	root.AddCommand(cmd)
 }
 
@@ -149,8 +151,8 @@ type pairResult struct {
 	libFirst, httpFirst time.Duration
 }
 
-func benchPairs(ctx context.Context, m *llama.Model, cfg loadgen.Config, ctxSize, batch, threads, runs int) (*pairResult, error) {
-	lctx, err := llama.NewContext(m, llama.ContextParams{NCtx: ctxSize, NBatch: batch, Threads: threads})
+func benchPairs(ctx context.Context, m *llama.Model, cfg loadgen.Config, ctxSize, batch, threads int, flashAttn bool, runs int) (*pairResult, error) {
+	lctx, err := llama.NewContext(m, llama.ContextParams{NCtx: ctxSize, NBatch: batch, Threads: threads, FlashAttn: flashAttn})
 	if err != nil {
 		return nil, err
 	}
@@ -208,11 +210,11 @@ func medianOf[T int64 | float64 | time.Duration](v []T) T {
 }
 
 // startBenchDaemon serves m on 127.0.0.1 exactly as conchd does.
-func startBenchDaemon(m *llama.Model, parallel, ctxSize, batch, threads int) (string, func(), error) {
+func startBenchDaemon(m *llama.Model, parallel, ctxSize, batch, threads int, flashAttn bool) (string, func(), error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := api.New(api.Config{Logger: quiet})
 	eng, err := engine.New(engine.Config{Model: m, Parallel: parallel, SlotCtx: ctxSize, BatchSize: max(batch, parallel),
-		Threads: threads, Logger: quiet, OnFirstToken: srv.ObserveFirstToken, OnToken: srv.ObserveToken, OnStep: srv.ObserveStep})
+		Threads: threads, FlashAttn: flashAttn, Logger: quiet, OnFirstToken: srv.ObserveFirstToken, OnToken: srv.ObserveToken, OnStep: srv.ObserveStep})
 	if err != nil {
 		return "", nil, err
 	}

@@ -66,8 +66,12 @@ func tokenize(t *testing.T, m *llama.Model, s string) []llama.Token {
 
 // reference generates with the library's own single-sequence loop.
 func reference(t *testing.T, m *llama.Model, prompt []llama.Token, n int) string {
+	return referenceFA(t, m, prompt, n, false)
+}
+
+func referenceFA(t *testing.T, m *llama.Model, prompt []llama.Token, n int, flashAttn bool) string {
 	t.Helper()
-	lctx, err := llama.NewContext(m, llama.ContextParams{NCtx: 256, Threads: 2})
+	lctx, err := llama.NewContext(m, llama.ContextParams{NCtx: 256, Threads: 2, FlashAttn: flashAttn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,9 +114,16 @@ func TestSingleMatchesLibrary(t *testing.T) {
 	}
 }
 
-// Batched decoding must give every request the answer it would get alone.
+// Batched decoding must give every request the answer it would get alone, with and without
+// flash attention (conchd's default).
 func TestConcurrentRequestsGetTheirOwnAnswer(t *testing.T) {
-	e := newEngine(t, Config{Parallel: 4, BatchSize: 16})
+	for _, fa := range []bool{false, true} {
+		t.Run(fmt.Sprint("flash_attn=", fa), func(t *testing.T) { testConcurrent(t, fa) })
+	}
+}
+
+func testConcurrent(t *testing.T, fa bool) {
+	e := newEngine(t, Config{Parallel: 4, BatchSize: 16, FlashAttn: fa})
 	m := e.Model()
 	prompts := []string{"Once upon a time", "你好，请介绍一下你自己", "The quick brown fox jumps", "1, 2, 3, 4, 5,", "春眠不觉晓", "Hello"}
 	var wg sync.WaitGroup
@@ -133,7 +144,7 @@ func TestConcurrentRequestsGetTheirOwnAnswer(t *testing.T) {
 		if !utf8.ValidString(got[i]) {
 			t.Errorf("%q: invalid UTF-8 %q", p, got[i])
 		}
-		want := reference(t, m, tokenize(t, m, p), 20+i)
+		want := referenceFA(t, m, tokenize(t, m, p), 20+i, fa)
 		if got[i] != want {
 			t.Errorf("%q: batched answer differs from the single one:\n got %q\nwant %q", p, got[i], want)
 		}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"sort"
 	"strings"
@@ -24,7 +25,7 @@ type Config struct {
 	URL       string        // base URL of the daemon, e.g. http://127.0.0.1:8000
 	APIKey    string        // sent as a Bearer token when not empty
 	Model     string        // model id ("" for the default)
-	Prompt    string        // prompt text; each request gets a unique number in front so no cache can answer it
+	Prompt    string        // prompt text; each request gets a random number in front so no cache can answer it
 	MaxTokens int           // tokens generated per request (end-of-text is ignored)
 	Requests  int           // requests per concurrency level (at least the number of clients)
 	MaxTime   time.Duration // no new request starts after this long at one level (0: no limit)
@@ -112,6 +113,7 @@ func Run(ctx context.Context, cfg Config, clients int) (Level, error) {
 	}
 	n := max(cfg.Requests, clients)
 	lv := Level{Clients: clients}
+	base := rand.IntN(1_000_000) * 1000 // distinct prompts across runs too
 	var (
 		mu       sync.Mutex
 		next     int
@@ -137,7 +139,7 @@ func Run(ctx context.Context, cfg Config, clients int) (Level, error) {
 				if !ok {
 					return
 				}
-				s, err := request(ctx, cfg, id)
+				s, err := request(ctx, cfg, base+id)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err
