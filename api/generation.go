@@ -150,6 +150,13 @@ func (s *Server) submit(c *gin.Context, ctx context.Context, e *engine.Engine, j
 func (s *Server) account(model string, res engine.Result) {
 	s.metrics.promptTokens.WithLabelValues(model).Add(float64(res.PromptTokens))
 	s.metrics.genTokens.WithLabelValues(model).Add(float64(res.Tokens))
+	finish := res.FinishReason
+	if finish == "" {
+		finish = "cancelled"
+	}
+	s.log.Info("generation", "model", model, "prompt_tokens", res.PromptTokens, "cached_tokens", res.CachedTokens,
+		"tokens", res.Tokens, "finish", finish, "queue_ms", res.QueueTime.Milliseconds(),
+		"first_token_ms", res.FirstToken.Milliseconds(), "ms", res.Total.Milliseconds())
 }
 
 // settle waits for the engine to end st (it does promptly once the request's context is

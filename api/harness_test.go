@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -42,6 +43,8 @@ func tinyQwen(t testing.TB) *llama.Model {
 	return qwen
 }
 
+var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+
 // daemon is a real server on 127.0.0.1 with a real engine.
 type daemon struct {
 	t      *testing.T
@@ -70,6 +73,12 @@ func startDaemon(t *testing.T, o daemonOpts) *daemon {
 	}
 	if o.ecfg.Threads == 0 {
 		o.ecfg.Threads = 2
+	}
+	if o.acfg.Logger == nil {
+		o.acfg.Logger = quietLog
+	}
+	if o.ecfg.Logger == nil {
+		o.ecfg.Logger = quietLog
 	}
 	srv := New(o.acfg)
 	o.ecfg.OnFirstToken, o.ecfg.OnToken, o.ecfg.OnStep = srv.ObserveFirstToken, srv.ObserveToken, srv.ObserveStep
