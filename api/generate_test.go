@@ -11,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/magicconch/conch/internal/engine"
+	"github.com/magicconch/conch/internal/testmodel"
+	"github.com/magicconch/conch/llama"
 )
 
 func greedy(prompt string, n string) url.Values {
@@ -258,4 +260,33 @@ func TestDocsAndOpenAPI(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A base model without a chat template (stories260K) gets the prompt as is, chat or not.
+func TestModelWithoutChatTemplate(t *testing.T) {
+	path, err := testmodel.Stories260K()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := llama.LoadModel(path, llama.ModelParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	d := startDaemon(t, daemonOpts{ecfg: engine.Config{Model: m}})
+	var templated, raw generateResponse
+	d.get("/generate", greedy("Once upon a time", "24")).json(t, &templated)
+	q := greedy("Once upon a time", "24")
+	q.Set("raw", "true")
+	d.get("/generate", q).json(t, &raw)
+	want, _ := m.Tokenize("Once upon a time", true, false)
+	if templated.GenerateText == "" || templated.GenerateText != raw.GenerateText || templated.Usage.PromptTokens != len(want) {
+		t.Fatalf("templated %+v, raw %+v, want %d prompt tokens", templated, raw, len(want))
+	}
+	var c chatResponse
+	d.do("POST", "/v1/chat/completions", chatBody("Once upon a time", map[string]any{"max_tokens": 24})).json(t, &c)
+	if len(c.Choices) != 1 || c.Choices[0].Message.Content != raw.GenerateText {
+		t.Fatalf("chat %+v, want %q", c, raw.GenerateText)
+	}
+	t.Logf("stories260K: %q", raw.GenerateText)
 }
