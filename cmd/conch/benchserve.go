@@ -41,7 +41,7 @@ with the model (or drives a running one given with --url), sends streamed
 /v1/completions requests from 1, 2, 4 and 8 concurrent clients, and reports time to
 first token and tokens per second. With --model it first measures the same generation
 through the Go library directly, so the cost of HTTP and scheduling shows as a
-percentage. Every request has its own prompt (a number in front), so no prompt cache
+percentage. Every request has its own prompt (a random number in front), so no prompt cache
 can answer it, and ignores end-of-text so each generates exactly --max-tokens.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

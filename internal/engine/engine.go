@@ -239,22 +239,24 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Stream, error) {
 		return nil, err
 	}
 	j := &job{req: req, ctx: ctx, out: newStream(), submitted: time.Now()}
+	// Wake the engine when the caller gives up, so a waiting job leaves the queue and a
+	// running one frees its slot without waiting for the next token.
+	stop := context.AfterFunc(ctx, e.poke)
+	j.out.onEnd = func() { stop() }
 	e.mu.Lock()
 	switch {
 	case e.closed:
 		e.mu.Unlock()
+		stop()
 		return nil, ErrClosed
 	case len(e.queue)-(e.cfg.Parallel-int(e.busy.Load())) >= e.cfg.Queue:
 		e.mu.Unlock()
+		stop()
 		return nil, ErrQueueFull
 	}
 	e.queue = append(e.queue, j)
 	e.mu.Unlock()
 	e.poke()
-	// Wake the engine when the caller gives up, so a waiting job leaves the queue and a
-	// running one frees its slot without waiting for the next token.
-	stop := context.AfterFunc(ctx, e.poke)
-	j.out.onEnd = func() { stop() }
 	return j.out, nil
 }
 
