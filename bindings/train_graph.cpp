@@ -74,7 +74,7 @@ struct builder {
 
         // Attention without flash attention (it has no backward): [hd, T, heads] views,
         // K·Q with GQA broadcast, masked softmax, then V (stored transposed) times the scores.
-        q = ggml_permute(ctx, q, 0, 2, 1, 3);
+        q = ggml_cont(ctx, ggml_permute(ctx, q, 0, 2, 1, 3));
         k = ggml_permute(ctx, k, 0, 2, 1, 3);
         ggml_tensor * kq = ggml_mul_mat(ctx, k, q);                       // [T_k, T_q, n_head]
         kq = ggml_soft_max_ext(ctx, kq, mask, hp.kq_scale, 0.0f);

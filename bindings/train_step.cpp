@@ -10,6 +10,8 @@
 #include <map>
 #include <string>
 
+#include "ggml-cpu.h"
+
 namespace conch_train {
 
 void upload_lora(trainer & t, int i) {
@@ -76,8 +78,8 @@ static void compute_profiled(trainer & t, built_graph & bg, bool detail) {
             // CONCH_TRAIN_PROFILE=2: also by operand shapes
             char buf[96];
             for (int j = 0; j < 2 && node->src[j]; j++) {
-                snprintf(buf, sizeof buf, " [%lld,%lld,%lld]", (long long)node->src[j]->ne[0], (long long)node->src[j]->ne[1],
-                         (long long)node->src[j]->ne[2]);
+                snprintf(buf, sizeof buf, " [%lld,%lld,%lld]%s", (long long)node->src[j]->ne[0], (long long)node->src[j]->ne[1],
+                         (long long)node->src[j]->ne[2], ggml_is_contiguous(node->src[j]) ? "" : "nc");
                 key += buf;
             }
         }
@@ -96,7 +98,31 @@ static void compute_profiled(trainer & t, built_graph & bg, bool detail) {
     }
 }
 
+// Matrix-product work of a graph, in FLOPs (the rest is small next to it).
+static double graph_flops(ggml_cgraph * g) {
+    double f = 0;
+    for (int i = 0; i < ggml_graph_n_nodes(g); i++) {
+        const ggml_tensor * n = ggml_graph_node(g, i);
+        if (n->op == GGML_OP_MUL_MAT) f += 2.0 * (double)n->src[0]->ne[0] * (double)ggml_nelements(n);
+        if (n->op == GGML_OP_OUT_PROD) f += 2.0 * (double)n->src[0]->ne[1] * (double)ggml_nelements(n);
+    }
+    return f;
+}
+
+// The CPU backend's threads meet at a barrier after every node. When the average node
+// is tiny (a small model on a short sequence) those meetings cost more than the split
+// work saves, and a busy machine makes it far worse: a descheduled thread stalls every
+// barrier for a time slice. Such graphs run on one thread.
+static int threads_for(const trainer & t, ggml_cgraph * g) {
+    const int n = t.p.threads > 0 ? t.p.threads : 1;
+    // about 1 MFLOP a node: stories260K (n_embd 64) below 300 tokens, no real LLM
+    const double min_per_node = 1e6;
+    if (n == 1 || graph_flops(g) / std::max(1, ggml_graph_n_nodes(g)) >= min_per_node) return n;
+    return 1;
+}
+
 static void compute(trainer & t, built_graph & bg) {
+    if (!t.gpu) ggml_backend_cpu_set_n_threads(t.backend, threads_for(t, bg.g));
     static const char * profile = getenv("CONCH_TRAIN_PROFILE");
     if (profile) {
         compute_profiled(t, bg, strcmp(profile, "2") == 0);
