@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"time"
 
 	"github.com/magicconch/conch/internal/demo"
@@ -12,7 +13,7 @@ import (
 )
 
 func init() {
-	var work string
+	var work, saveAdapter string
 	var threads int
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -30,15 +31,28 @@ func init() {
 			}
 			exact := 0
 			for _, a := range res.Answers {
-				if a.Got == a.Want {
+				// as the tutorial marks them: SentencePiece answers start with a space
+				if strings.TrimSpace(a.Got) == strings.TrimSpace(a.Want) {
 					exact++
 				}
 			}
 			fmt.Fprintf(out, "%d of %d answers word for word as trained; demo took %s\n", exact, len(res.Answers), time.Since(start).Round(time.Second))
+			if saveAdapter != "" {
+				b, err := os.ReadFile(res.Adapter)
+				if err != nil {
+					return err
+				}
+				if err := os.WriteFile(saveAdapter, b, 0o644); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "adapter saved as %s\n", saveAdapter)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&work, "dir", "conch-demo", "working folder for every artefact")
 	cmd.Flags().IntVarP(&threads, "threads", "t", 0, "threads (0: physical cores)")
+	cmd.Flags().StringVar(&saveAdapter, "save-adapter", "", "also copy the trained adapter here (scripts/train-demo-adapter)")
+	cmd.Flags().MarkHidden("save-adapter")
 	root.AddCommand(cmd)
 }
