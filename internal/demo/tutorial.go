@@ -55,6 +55,13 @@ func (e *StageError) Unwrap() error { return e.Err }
 
 // TrainConfig is how the demo fine-tunes the embedded base on the magic-conch dataset;
 // scripts/train-demo-adapter uses the same settings for the built-in adapter.
+//
+// stories260K's frozen output head almost never predicts the byte tokens Chinese is
+// spelled with, so LoRA goes on the head too (lm_head; without it the loss stays near
+// 3.4). Rank 16 with alpha 32, one sample per step and 90 epochs at 3e-3 take the loss
+// to about 0.001 in some 80 s on 2 cores: greedy decoding gives every trained answer
+// word for word, and sampling at temperature 1 most of them. The adapter stays near
+// 400 KB (rank 32 doubles it for little gain).
 func TrainConfig(base, datasetDir, output string) train.Config {
 	c := train.Defaults()
 	c.Model = base
@@ -63,17 +70,17 @@ func TrainConfig(base, datasetDir, output string) train.Config {
 	c.Template = "empty" // stories260K is a base model without a chat template
 	c.LoraRank = 16
 	c.LoraAlpha = 32
-	c.LoraTarget = "all"
-	c.LearningRate = 5e-3
-	c.Epochs = 30
-	c.BatchSize = 2
+	c.LoraTarget = "all,lm_head"
+	c.LearningRate = 3e-3
+	c.Epochs = 90
+	c.BatchSize = 1
 	c.GradAccum = 1
 	c.ValSize = 0
 	c.Scheduler = "cosine"
 	c.WarmupRatio = 0.05
 	c.CutoffLen = 512
 	c.SaveSteps = 0
-	c.LoggingSteps = 10
+	c.LoggingSteps = 50
 	c.Seed = 42
 	c.OutputDir = output
 	return c
