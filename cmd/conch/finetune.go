@@ -28,6 +28,7 @@ per_device_train_batch_size are accepted), over the defaults.
 Ctrl-C finishes the current step, saves a checkpoint and stops; continue with
   conch finetune --output DIR --resume`,
 		Example: `  conch finetune --model base.gguf --dataset-dir data --dataset magic_conch --output runs/conch
+  conch finetune --model base.gguf --dataset magic_conch --lora-target all,lm_head --output runs/head
   conch finetune --config train.yaml
   conch finetune --output runs/conch --resume`,
 		Args: cobra.NoArgs,
