@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"time"
 
 	"github.com/magicconch/conch/internal/demo"
@@ -32,7 +31,7 @@ func init() {
 			exact := 0
 			for _, a := range res.Answers {
 				// as the tutorial marks them: SentencePiece answers start with a space
-				if strings.TrimSpace(a.Got) == strings.TrimSpace(a.Want) {
+				if a.Exact() {
 					exact++
 				}
 			}

@@ -37,6 +37,10 @@ type Answer struct {
 	Question, Want, Got string
 }
 
+// Exact reports whether the answer is the trained one, ignoring the space that
+// SentencePiece vocabularies put before a separately tokenized answer.
+func (a Answer) Exact() bool { return strings.TrimSpace(a.Got) == strings.TrimSpace(a.Want) }
+
 // Result of a tutorial run.
 type Result struct {
 	Adapter, LossPlot, Merged string
@@ -170,7 +174,7 @@ func Tutorial(ctx context.Context, o Options) (*Result, error) {
 		}
 		res.Answers = append(res.Answers, Answer{Question: q, Want: want, Got: got})
 		mark := "✓"
-		if strings.TrimSpace(got) != strings.TrimSpace(want) {
+		if !res.Answers[len(res.Answers)-1].Exact() {
 			mark = "≈"
 		}
 		fmt.Fprintf(out, "%s %s\n  → %s\n", mark, oneLine(q), oneLine(got))
@@ -282,3 +286,8 @@ func ask(ctx context.Context, addr, q string) (string, error) {
 	}
 	return "", errors.New("the stream ended without a done event")
 }
+
+// MinExactAnswers is the share (percent) of the dataset's questions that the demo's
+// q8_0 model must answer word for word over HTTP; the rest may differ by a character
+// (a 260K-parameter model spells Chinese in bytes, and some near-ties flip).
+const MinExactAnswers = 70
