@@ -100,16 +100,10 @@ func (s *Server) generate(c *gin.Context) {
 		prefix = text
 	}
 	if !stream {
-		out, res, err := st.Wait(ctx)
-		if err != nil {
-			cancel()
-			s.settle(model, st)
-			if c.Request.Context().Err() == nil {
-				abort(c, runError(err))
-			}
+		out, res, ok := s.wait(c, ctx, cancel, model, st)
+		if !ok {
 			return
 		}
-		s.account(model, res)
 		c.JSON(http.StatusOK, generateResponse{GenerateText: prefix + out, FinishReason: res.FinishReason, Usage: usageOf(res)})
 		return
 	}

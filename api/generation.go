@@ -159,6 +159,22 @@ func (s *Server) account(model string, res engine.Result) {
 		"first_token_ms", res.FirstToken.Milliseconds(), "ms", res.Total.Milliseconds())
 }
 
+// wait returns a non-streamed answer and counts it. When generation fails it settles
+// the metrics, answers the client (unless it has gone) and reports false.
+func (s *Server) wait(c *gin.Context, ctx context.Context, cancel context.CancelFunc, model string, st *engine.Stream) (string, engine.Result, bool) {
+	out, res, err := st.Wait(ctx)
+	if err != nil {
+		cancel()
+		s.settle(model, st)
+		if c.Request.Context().Err() == nil {
+			abort(c, runError(err))
+		}
+		return "", res, false
+	}
+	s.account(model, res)
+	return out, res, true
+}
+
 // settle waits for the engine to end st (it does promptly once the request's context is
 // cancelled) and counts its tokens; for requests whose client went away.
 func (s *Server) settle(model string, st *engine.Stream) {

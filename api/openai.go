@@ -120,16 +120,10 @@ func (s *Server) chatCompletions(c *gin.Context) {
 	}
 	id, created := newID("chatcmpl-"), time.Now().Unix()
 	if !body.Stream {
-		out, res, err := st.Wait(ctx)
-		if err != nil {
-			cancel()
-			s.settle(model, st)
-			if c.Request.Context().Err() == nil {
-				abort(c, runError(err))
-			}
+		out, res, ok := s.wait(c, ctx, cancel, model, st)
+		if !ok {
 			return
 		}
-		s.account(model, res)
 		c.JSON(http.StatusOK, chatResponse{
 			ID: id, Object: "chat.completion", Created: created, Model: model, SystemFingerprint: fingerprint,
 			Choices: []chatChoice{{Message: chatResponseMessage{Role: "assistant", Content: out}, FinishReason: res.FinishReason}},
@@ -244,16 +238,10 @@ func (s *Server) completions(c *gin.Context) {
 			Choices: []completionChoice{{Text: text, FinishReason: finish}}, Usage: u}
 	}
 	if !body.Stream {
-		out, res, err := st.Wait(ctx)
-		if err != nil {
-			cancel()
-			s.settle(model, st)
-			if c.Request.Context().Err() == nil {
-				abort(c, runError(err))
-			}
+		out, res, ok := s.wait(c, ctx, cancel, model, st)
+		if !ok {
 			return
 		}
-		s.account(model, res)
 		u := usageOf(res)
 		c.JSON(http.StatusOK, resp(prefix+out, &res.FinishReason, &u))
 		return

@@ -172,22 +172,10 @@ func Merge(ctx context.Context, p MergeParams) (*MergeResult, error) {
 		}
 		os.Remove(job.out)
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := VerifyModel(out.tmp); err != nil {
-		return nil, fmt.Errorf("the merged model does not load: %w", err)
-	}
-	written, err := Inspect(out.tmp)
+	fb, size, err := out.finish(ctx, q, "merged")
 	if err != nil {
 		return nil, err
 	}
-	fb, converted := fallbacks(written, q)
-	size, err := out.commit()
-	if err != nil {
-		return nil, err
-	}
-	warnFallbacks(q, fb, converted)
 	return &MergeResult{Output: p.Output, Type: q, Tensors: len(base.Tensors), Merged: len(touched), Quantized: !q.IsFloat(),
 		Fallbacks: fb, Size: size, Duration: time.Since(start)}, nil
 }

@@ -1,6 +1,7 @@
 package llama
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -146,4 +147,26 @@ func tensorBytes(t TensorInfo, typ uint32) int64 {
 		typ, blck = 1, 1
 	}
 	return int64(typeRowSize(typ, t.Shape[0])) * (t.Elements() / t.Shape[0])
+}
+
+// finish checks the written file (it must load, as what kind of model says in the
+// error), renames it into place and reports which tensors kept another type than q.
+func (f *pendingFile) finish(ctx context.Context, q QuantType, what string) ([]TypeFallback, int64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	if err := VerifyModel(f.tmp); err != nil {
+		return nil, 0, fmt.Errorf("the %s model does not load: %w", what, err)
+	}
+	written, err := Inspect(f.tmp)
+	if err != nil {
+		return nil, 0, err
+	}
+	fb, converted := fallbacks(written, q)
+	size, err := f.commit()
+	if err != nil {
+		return nil, 0, err
+	}
+	warnFallbacks(q, fb, converted)
+	return fb, size, nil
 }

@@ -183,22 +183,10 @@ func Quantize(ctx context.Context, p QuantizeParams) (*QuantizeResult, error) {
 	} else if err := quantizeFile(p.Input, out.tmp, p.Output, q, p.Threads); err != nil {
 		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := VerifyModel(out.tmp); err != nil {
-		return nil, fmt.Errorf("the quantised model does not load: %w", err)
-	}
-	written, err := Inspect(out.tmp)
+	fb, size, err := out.finish(ctx, q, "quantised")
 	if err != nil {
 		return nil, err
 	}
-	fb, converted := fallbacks(written, q)
-	size, err := out.commit()
-	if err != nil {
-		return nil, err
-	}
-	warnFallbacks(q, fb, converted)
 	return &QuantizeResult{Output: p.Output, Type: q, Fallbacks: fb, Size: size, Duration: time.Since(start)}, nil
 }
 
