@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace conch_train {
 
@@ -135,14 +136,49 @@ void use_transposed_weights(trainer & t, ggml_context * ctx, ggml_cgraph * g) {
     }
 }
 
+// Rewrites a graph's nodes in place, putting new nodes just before the node that needs
+// them (a graph's node order is its execution order).
+struct rewriter {
+    ggml_cgraph * g;
+    std::vector<ggml_tensor *> order;
+    int room, added = 0;
+
+    explicit rewriter(ggml_cgraph * g) : g(g), room(ggml_graph_size(g) - ggml_graph_n_nodes(g)) {
+        order.reserve(ggml_graph_n_nodes(g) + 64);
+    }
+    bool fits(int n) const { return added + n <= room; }
+    ggml_tensor * add(ggml_tensor * x) {
+        order.push_back(x);
+        added++;
+        return x;
+    }
+    void keep(ggml_tensor * x) { order.push_back(x); }
+    void commit() {
+        for (int k = 0; k < added; k++) ggml_graph_add_node(g, order[0]); // grow n_nodes
+        ggml_tensor ** nodes = ggml_graph_nodes(g);
+        for (size_t k = 0; k < order.size(); k++) nodes[k] = order[k];
+    }
+};
+
+// Turns node into the op of `like` (same shape) over new sources.
+void become(ggml_tensor * node, const ggml_tensor * like, ggml_tensor * src0, ggml_tensor * src1) {
+    if (!ggml_are_same_shape(like, node)) throw train_error("unexpected shape in the training graph");
+    node->op = like->op;
+    memcpy(node->op_params, like->op_params, sizeof(node->op_params));
+    node->src[0] = src0;
+    node->src[1] = src1;
+}
+
 // The remaining OUT_PRODs (attention and LoRA gradients) run several times slower on the
 // CPU than a matrix product of the same size, and out_prod(a, b) = mul_mat(aᵀ, bᵀ). An
 // operand that ggml built as a transpose view of a contiguous gradient is used untransposed
 // (the view is turned into a plain one, see use_transposed_weights); others are copied
 // transposed, which pays off only when the product does many operations per copied value
-// (attention: yes; the thin LoRA products: no). New nodes go into the graph just before
-// the product that needs them. Stored weights are left alone (f32 mode's frozen matrices).
-void out_prods_as_mul_mats(ggml_context * ctx, ggml_cgraph * g) {
+// (attention and Bᵀ·dY: yes; dB = (A·x)·dYᵀ: no), and only when the contracted dimension
+// is long enough for the matrix product's dot products (not A·d(A·x), over the rank).
+// Stored weights other than the LoRA tensors are left alone (f32 mode's frozen matrices:
+// copying them would cost more).
+void out_prods_as_mul_mats(ggml_context * ctx, ggml_cgraph * g, const std::unordered_set<const ggml_tensor *> & small) {
     const int n = ggml_graph_n_nodes(g);
     ggml_tensor ** nodes = ggml_graph_nodes(g);
     std::unordered_map<const ggml_tensor *, int> uses;
@@ -153,22 +189,22 @@ void out_prods_as_mul_mats(ggml_context * ctx, ggml_cgraph * g) {
         return x->op == GGML_OP_TRANSPOSE && uses[x] == 1 && ggml_is_contiguous(x->src[0]);
     };
 
-    std::vector<ggml_tensor *> order;
-    order.reserve(n + 64);
-    const int room = ggml_graph_size(g) - n;
-    int added = 0;
+    rewriter rw(g);
     for (int i = 0; i < n; i++) {
         ggml_tensor * node = nodes[i];
-        order.push_back(node);
-        if (node->op != GGML_OP_OUT_PROD) continue;
         ggml_tensor * a = node->src[0], * b = node->src[1];
-        if (a->op == GGML_OP_NONE || a->type != GGML_TYPE_F32 || b->type != GGML_TYPE_F32 || added + 4 > room) continue;
+        if (node->op != GGML_OP_OUT_PROD || (a->op == GGML_OP_NONE && !small.count(a)) || a->type != GGML_TYPE_F32 ||
+            b->type != GGML_TYPE_F32 || a->ne[1] < 32 || !rw.fits(4)) {
+            rw.keep(node);
+            continue;
+        }
         const bool a_view = plain_transpose(a), b_view = plain_transpose(b);
         const double flops = 2.0 * (double)node->ne[0] * (double)node->ne[1] * (double)a->ne[1] * (double)(node->ne[2] * node->ne[3]);
         const double copied = (a_view ? 0.0 : (double)ggml_nelements(a)) + (b_view ? 0.0 : (double)ggml_nelements(b));
-        if (flops < 64.0 * copied) continue;
-
-        order.pop_back();
+        if (flops < 64.0 * copied) {
+            rw.keep(node);
+            continue;
+        }
         auto operand = [&](ggml_tensor * x, bool view) {
             if (view) {
                 ggml_tensor * src = x->src[0];
@@ -179,26 +215,52 @@ void out_prods_as_mul_mats(ggml_context * ctx, ggml_cgraph * g) {
                 x->op = GGML_OP_RESHAPE;
                 return x;
             }
-            ggml_tensor * xt = ggml_transpose(ctx, x);
-            ggml_tensor * xc = ggml_cont(ctx, xt);
-            order.push_back(xt);
-            order.push_back(xc);
-            added += 2;
-            return xc;
+            return rw.add(ggml_cont(ctx, rw.add(ggml_transpose(ctx, x))));
         };
         ggml_tensor * at = operand(a, a_view);
         ggml_tensor * bt = operand(b, b_view);
-        ggml_tensor * mm = ggml_mul_mat(ctx, at, bt);
-        if (!ggml_are_same_shape(mm, node)) throw train_error("unexpected shape in the backward graph");
-        node->op = GGML_OP_MUL_MAT;
-        memcpy(node->op_params, mm->op_params, sizeof(node->op_params));
-        node->src[0] = at;
-        node->src[1] = bt;
-        order.push_back(node);
+        become(node, ggml_mul_mat(ctx, at, bt), at, bt);
+        rw.keep(node);
     }
-    for (int k = 0; k < added; k++) ggml_graph_add_node(g, order[0]); // grow n_nodes
-    nodes = ggml_graph_nodes(g);
-    for (size_t k = 0; k < order.size(); k++) nodes[k] = order[k];
+    rw.commit();
+}
+
+// The CPU runs a matrix product as dot products along the contracted dimension and
+// OUT_PROD as scaled vector additions along its output rows, so both idle when that
+// dimension is a LoRA rank (a few values to a vector 8 wide, then a horizontal sum per
+// result). Measured 2.5-5x slower than the other of the two for r < 32. Once the
+// backward pass exists (OUT_PROD has no derivative; backward nodes only read a product's
+// inputs), these run the other way round:
+//   forward B·(A·x), a product over r:   out_prod(Bᵀ, (A·x)ᵀ), Bᵀ copied (r × n_out values)
+//   dB = (A·x)·dYᵀ, rows of r values:   (out_prod(dY, A·x))ᵀ, the result copied back
+// Runs after out_prods_as_mul_mats, which would turn the first back.
+void thin_lora_products(trainer & t, ggml_context * ctx, ggml_cgraph * g) {
+    if (t.gpu || t.p.rank >= 32) return;
+    std::unordered_set<const ggml_tensor *> bs;
+    for (auto & L : t.layers)
+        for (int tg = 0; tg < T_COUNT; tg++)
+            if (L.has_lora[tg]) bs.insert(t.lora[L.lora[tg].b].w);
+    if (t.has_out_lora) bs.insert(t.lora[t.out_lora.b].w);
+
+    const int n = ggml_graph_n_nodes(g);
+    ggml_tensor ** nodes = ggml_graph_nodes(g);
+    rewriter rw(g);
+    for (int i = 0; i < n; i++) {
+        ggml_tensor * node = nodes[i];
+        ggml_tensor * a = node->src[0], * b = node->src[1];
+        if (node->op == GGML_OP_MUL_MAT && bs.count(a) && rw.fits(3)) {
+            ggml_tensor * bt = rw.add(ggml_cont(ctx, rw.add(ggml_transpose(ctx, a))));
+            ggml_tensor * axt = rw.add(ggml_transpose(ctx, b));
+            become(node, ggml_out_prod(ctx, bt, axt), bt, axt);
+        } else if (node->op == GGML_OP_OUT_PROD && a->type == GGML_TYPE_F32 && b->type == GGML_TYPE_F32 &&
+                   ggml_n_dims(a) == 2 && ggml_n_dims(b) == 2 && a->ne[0] <= t.p.rank && b->ne[0] >= 4 * a->ne[0] &&
+                   ggml_is_contiguous(a) && ggml_is_contiguous(b) && rw.fits(2)) {
+            ggml_tensor * tr = rw.add(ggml_transpose(ctx, rw.add(ggml_out_prod(ctx, b, a))));
+            become(node, ggml_cont(ctx, tr), tr, nullptr);
+        }
+        rw.keep(node);
+    }
+    rw.commit();
 }
 
 } // namespace
@@ -232,6 +294,7 @@ void build_graph(trainer & t, built_graph & bg, graph_kind kind, int T, int n_se
         ggml_set_output(logits);
         bg.logits = logits;
         ggml_build_forward_expand(bg.g, logits);
+        thin_lora_products(t, ctx, bg.g);
         return;
     }
 
@@ -250,7 +313,10 @@ void build_graph(trainer & t, built_graph & bg, graph_kind kind, int T, int n_se
     ggml_set_output(loss);
     bg.loss = loss;
     ggml_build_forward_expand(bg.g, loss);
-    if (kind != G_TRAIN) return;
+    if (kind != G_TRAIN) {
+        thin_lora_products(t, ctx, bg.g);
+        return;
+    }
 
     ggml_set_loss(loss);
     std::unordered_map<const ggml_tensor *, ggml_tensor *> acc;
@@ -266,7 +332,10 @@ void build_graph(trainer & t, built_graph & bg, graph_kind kind, int T, int n_se
     ggml_set_input(bg.loss_grad);
 
     if (t.wtype != GGML_TYPE_F32) use_transposed_weights(t, ctx, bg.g);
-    out_prods_as_mul_mats(ctx, bg.g);
+    std::unordered_set<const ggml_tensor *> small;
+    for (auto & lt : t.lora) small.insert(lt.w);
+    out_prods_as_mul_mats(ctx, bg.g, small);
+    thin_lora_products(t, ctx, bg.g);
 
     // The graph allocator may run these backward ops in place over one of their inputs,
     // but the CPU kernels overwrite the output before they are done reading that input
