@@ -244,7 +244,7 @@ func serve(model string, threads int) (string, func(), error) {
 
 // ask streams one answer from /generate and returns the text.
 func ask(ctx context.Context, addr, q string) (string, error) {
-	u := "http://" + addr + "/generate?stream=true&max_tokens=256&prompt=" + url.QueryEscape(q)
+	u := "http://" + addr + "/generate?stream=true&temperature=0&max_tokens=256&prompt=" + url.QueryEscape(q)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return "", err
