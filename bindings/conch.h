@@ -25,6 +25,9 @@ const char * conch_last_error(void);
 void conch_clear_error(void);
 /* Whether a GPU backend was compiled in, and how many GPU devices it sees. */
 int conch_gpu_count(void);
+/* The index-th GPU's description and memory (bytes free now, and in all); non-zero if
+ * there is no such GPU. */
+int conch_gpu_info(int index, const char ** name, uint64_t * free, uint64_t * total);
 
 /* ---- adapters at run time ---- */
 

@@ -55,13 +55,31 @@ extern "C" const char * conch_last_error(void) { return t_last_error.c_str(); }
 
 extern "C" void conch_clear_error(void) { t_last_error.clear(); }
 
+// The index-th GPU device of the registry, or null.
+static ggml_backend_dev_t gpu_dev(int index) {
+    for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+        ggml_backend_dev_t d = ggml_backend_dev_get(i);
+        auto t = ggml_backend_dev_type(d);
+        if ((t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU) && index-- == 0) return d;
+    }
+    return nullptr;
+}
+
 extern "C" int conch_gpu_count(void) {
     int n = 0;
-    for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
-        auto t = ggml_backend_dev_type(ggml_backend_dev_get(i));
-        if (t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU) n++;
-    }
+    while (gpu_dev(n)) n++;
     return n;
+}
+
+extern "C" int conch_gpu_info(int index, const char ** name, uint64_t * free, uint64_t * total) {
+    ggml_backend_dev_t d = gpu_dev(index);
+    if (!d) return 1;
+    size_t f = 0, t = 0;
+    ggml_backend_dev_memory(d, &f, &t);
+    *name = ggml_backend_dev_description(d);
+    *free = f;
+    *total = t;
+    return 0;
 }
 
 // Lets our own native code (bindings/train*.cpp) report errors through conch_last_error.

@@ -2,8 +2,12 @@
 
 package llama
 
+// The CUDA runtime, cuBLAS and the driver library are linked as shared libraries
+// through build/cuda, which CMake fills with links into the toolkit it found.
+// scripts/go adds the rpath (build/cgo-ldflags).
+
 // #cgo CFLAGS: -I${SRCDIR}/../build/include
 // #cgo LDFLAGS: -L${SRCDIR}/../build/lib -lconch -lllama -lggml -lggml-cuda -lggml-cpu -lggml-base
-// #cgo LDFLAGS: -L/usr/local/cuda/lib64 -L/usr/local/cuda/lib64/stubs -lcudart_static -lcublas_static -lcublasLt_static -lculibos -lcuda -lrt
-// #cgo LDFLAGS: -lstdc++ -lm -fopenmp -lpthread -ldl
+// #cgo LDFLAGS: -L${SRCDIR}/../build/cuda -Wl,--no-as-needed -lcudart -lcublas -lcublasLt -lcuda
+// #cgo LDFLAGS: -lstdc++ -lm -fopenmp -lpthread -ldl -lrt
 import "C"

@@ -32,6 +32,26 @@ func GPUCount() int {
 	return int(C.conch_gpu_count())
 }
 
+// GPU is one GPU device as the compiled-in backend sees it.
+type GPU struct {
+	Name        string
+	Free, Total uint64 // bytes of device memory free now, and in all
+}
+
+// GPUs lists the GPU devices (none on a CPU build), with their memory as of this call.
+func GPUs() []GPU {
+	ensureInit()
+	var out []GPU
+	for i := 0; ; i++ {
+		var name *C.char
+		var free, total C.uint64_t
+		if C.conch_gpu_info(C.int(i), &name, &free, &total) != 0 {
+			return out
+		}
+		out = append(out, GPU{C.GoString(name), uint64(free), uint64(total)})
+	}
+}
+
 // SetLogLevel sets the threshold for llama.cpp's own log lines on stderr:
 // 0 debug, 1 info, 2 warn, 3 error (default), 4 silent.
 func SetLogLevel(level int) {

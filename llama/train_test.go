@@ -97,74 +97,97 @@ func relErr(a, b []float32) float64 {
 // trAllWithHead is every target: the seven projections and the output head.
 var trAllWithHead = []string{"q", "k", "v", "o", "gate", "up", "down", "lm_head"}
 
+// trDevices are the places trainer proofs run: the CPU, and the GPU too when this is a
+// CUDA build on a machine with one (GPULayers -1).
+func trDevices() []int {
+	if GPUCount() > 0 {
+		return []int{0, -1}
+	}
+	return []int{0}
+}
+
+// trOn names a subtest for a device: CPU names stay as they were.
+func trOn(gpuLayers int, name string) string {
+	if gpuLayers == 0 {
+		return name
+	}
+	return "gpu-" + name
+}
+
 func TestTrainerLogitsMatchLlamaCpp(t *testing.T) {
-	for _, c := range []struct {
-		name, model string
-		targets     []string
-	}{
-		{"stories", "stories", nil},
-		{"stories-lm_head", "stories", []string{"lm_head"}},
-		{"llama-all-lm_head", "llama", trAllWithHead},
-		{"qwen2", "qwen2", nil},
-		{"qwen3", "qwen3", nil},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			path := trModel(t, c.model)
-			m := trLoad(t, path)
-			tr := trNew(t, m, TrainParams{Rank: 4, Alpha: 8, MaxSeqLen: 32, Seed: 1, Targets: c.targets})
-			if head := slices.Contains(tr.Params(), "output.weight.lora_b"); head != slices.Contains(c.targets, "lm_head") {
-				t.Fatalf("output.weight LoRA present: %v, targets %v", head, c.targets)
-			}
-			tokens := trTokens(24, m.VocabSize(), 1)
+	for _, dev := range trDevices() {
+		for _, c := range []struct {
+			name, model string
+			targets     []string
+		}{
+			{"stories", "stories", nil},
+			{"stories-lm_head", "stories", []string{"lm_head"}},
+			{"llama-all-lm_head", "llama", trAllWithHead},
+			{"qwen2", "qwen2", nil},
+			{"qwen3", "qwen3", nil},
+		} {
+			t.Run(trOn(dev, c.name), func(t *testing.T) { trLogitsParity(t, c.model, c.targets, dev) })
+		}
+	}
+}
 
-			// B = 0: the adapter is a no-op and the forward must be llama.cpp's.
-			got, err := tr.Logits(tokens)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := llamaAllLogits(t, m, tokens, nil)
-			t.Logf("base: relative error %.3g", relErr(got, want))
-			if e := relErr(got, want); e > 1e-4 || math.IsNaN(e) {
-				t.Fatalf("base logits: relative error %.3g", e)
-			}
+// trLogitsParity checks the trainer's forward against llama.cpp's on the CPU, with
+// B = 0 and with a random adapter saved and applied by llama.cpp.
+func trLogitsParity(t *testing.T, model string, targets []string, gpuLayers int) {
+	path := trModel(t, model)
+	m := trLoad(t, path)
+	tr := trNew(t, m, TrainParams{Rank: 4, Alpha: 8, MaxSeqLen: 32, Seed: 1, Targets: targets, GPULayers: gpuLayers})
+	if head := slices.Contains(tr.Params(), "output.weight.lora_b"); head != slices.Contains(targets, "lm_head") {
+		t.Fatalf("output.weight LoRA present: %v, targets %v", head, targets)
+	}
+	tokens := trTokens(24, m.VocabSize(), 1)
 
-			// Random A and B, saved as an adapter and applied by llama.cpp: pins tensor
-			// names, orientation and the alpha/r scale.
-			r := rand.New(rand.NewPCG(3, 4))
-			for _, name := range tr.Params() {
-				v := tr.Get(name)
-				for i := range v {
-					v[i] = float32(r.NormFloat64() * 0.05)
-				}
-				if err := tr.Set(name, v); err != nil {
-					t.Fatal(err)
-				}
-			}
-			got, err = tr.Logits(tokens)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if e := relErr(got, want); e < 1e-3 {
-				t.Fatalf("a random adapter changed the logits by only %.3g: LoRA not applied", e)
-			}
-			ad := filepath.Join(t.TempDir(), "adapter.gguf")
-			if err := tr.SaveAdapter(ad, map[string]string{"note": "parity"}); err != nil {
-				t.Fatal(err)
-			}
-			a, err := LoadAdapter(m, ad)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer a.Close()
-			if v, _ := a.Meta("conch.train.note"); v != "parity" {
-				t.Fatalf("adapter meta conch.train.note = %q", v)
-			}
-			want = llamaAllLogits(t, m, tokens, a)
-			t.Logf("adapter: relative error %.3g", relErr(got, want))
-			if e := relErr(got, want); e > 1e-4 || math.IsNaN(e) {
-				t.Fatalf("adapter logits: relative error %.3g", e)
-			}
-		})
+	// B = 0: the adapter is a no-op and the forward must be llama.cpp's.
+	got, err := tr.Logits(tokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := llamaAllLogits(t, m, tokens, nil)
+	t.Logf("base: relative error %.3g", relErr(got, want))
+	if e := relErr(got, want); e > 1e-4 || math.IsNaN(e) {
+		t.Fatalf("base logits: relative error %.3g", e)
+	}
+
+	// Random A and B, saved as an adapter and applied by llama.cpp: pins tensor
+	// names, orientation and the alpha/r scale.
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, name := range tr.Params() {
+		v := tr.Get(name)
+		for i := range v {
+			v[i] = float32(r.NormFloat64() * 0.05)
+		}
+		if err := tr.Set(name, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err = tr.Logits(tokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := relErr(got, want); e < 1e-3 {
+		t.Fatalf("a random adapter changed the logits by only %.3g: LoRA not applied", e)
+	}
+	ad := filepath.Join(t.TempDir(), "adapter.gguf")
+	if err := tr.SaveAdapter(ad, map[string]string{"note": "parity"}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := LoadAdapter(m, ad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if v, _ := a.Meta("conch.train.note"); v != "parity" {
+		t.Fatalf("adapter meta conch.train.note = %q", v)
+	}
+	want = llamaAllLogits(t, m, tokens, a)
+	t.Logf("adapter: relative error %.3g", relErr(got, want))
+	if e := relErr(got, want); e > 1e-4 || math.IsNaN(e) {
+		t.Fatalf("adapter logits: relative error %.3g", e)
 	}
 }
 
@@ -204,73 +227,78 @@ func trLabels(tokens []Token, masked ...int) []Token {
 var trLongAttention = testmodel.Spec{Name: "tiny-llama-hd64", Arch: "llama", NEmbd: 128, NLayer: 2, NHead: 2, NHeadKV: 1, NFF: 128, Seed: 7}
 
 func TestTrainerGradientsFiniteDifferences(t *testing.T) {
-	for _, name := range []string{"llama", "qwen2", "qwen3", "long-attention", "lm_head"} {
-		t.Run(name, func(t *testing.T) {
-			path, n := "", 12
-			var targets []string
-			switch name {
-			case "long-attention":
-				path, n = testmodel.Cached(t, trLongAttention), 80
-			case "lm_head":
-				// the output pair is last: the checked tensors below include both halves
-				path, targets = trModel(t, "llama"), trAllWithHead
-			default:
-				path = trModel(t, name)
-			}
-			m := trLoad(t, path)
-			tr := trNew(t, m, TrainParams{Rank: 4, Alpha: 8, MaxSeqLen: n, Seed: 2, Threads: 1, Targets: targets})
-			trRandomize(t, tr, 9, 0.2)
-			tokens := trTokens(n, m.VocabSize(), 3)
-			labels := trLabels(tokens, 0, 1, 2, 6) // a masked prompt and a masked hole
-			loss, sup, err := tr.Accumulate(tokens, labels)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if sup != n-5 {
-				t.Fatalf("%d supervised positions, want %d", sup, n-5)
-			}
-			if l2, n2, _ := tr.Eval(tokens, labels); math.Abs(l2-loss) > 1e-5*math.Abs(loss) || n2 != sup {
-				t.Fatalf("Eval %v/%d differs from Accumulate %v/%d", l2, n2, loss, sup)
-			}
-
-			// Five-point central differences (truncation error O(h^4), so h can be large
-			// enough for the F32 loss's rounding not to matter) on the entries with the
-			// largest gradients of a few tensors: A and B, attention and MLP, first and
-			// last layer.
-			const h = 1e-2
-			names := tr.Params()
-			if targets != nil && (names[len(names)-2] != "output.weight.lora_a" || names[len(names)-1] != "output.weight.lora_b") {
-				t.Fatalf("the output head's pair is not last: %v", names[len(names)-2:])
-			}
-			worst := 0.0
-			for _, pn := range []string{names[0], names[1], names[5], names[len(names)-2], names[len(names)-1], names[len(names)/2]} {
-				g := tr.Grad(pn)
-				v := tr.Get(pn)
-				for _, i := range trTopK(g, 3) {
-					orig := v[i]
-					at := func(d float32) float64 {
-						v[i] = orig + d
-						if err := tr.Set(pn, v); err != nil {
-							t.Fatal(err)
-						}
-						l, _, err := tr.Eval(tokens, labels)
-						if err != nil {
-							t.Fatal(err)
-						}
-						return l
-					}
-					fd := (8*(at(h)-at(-h)) - (at(2*h) - at(-2*h))) / (12 * h)
-					at(0)
-					rel := math.Abs(fd-float64(g[i])) / math.Max(math.Abs(float64(g[i])), 1e-3)
-					worst = math.Max(worst, rel)
-					if rel > 1e-2 {
-						t.Errorf("%s[%d]: backward %.6g, finite difference %.6g (rel. err %.3g)", pn, i, g[i], fd, rel)
-					}
-				}
-			}
-			t.Logf("worst relative error %.3g", worst)
-		})
+	for _, dev := range trDevices() {
+		for _, name := range []string{"llama", "qwen2", "qwen3", "long-attention", "lm_head"} {
+			t.Run(trOn(dev, name), func(t *testing.T) { trFiniteDifferences(t, name, dev) })
+		}
 	}
+}
+
+// trFiniteDifferences compares backward gradients with central differences of the loss.
+func trFiniteDifferences(t *testing.T, name string, gpuLayers int) {
+	path, n := "", 12
+	var targets []string
+	switch name {
+	case "long-attention":
+		path, n = testmodel.Cached(t, trLongAttention), 80
+	case "lm_head":
+		// the output pair is last: the checked tensors below include both halves
+		path, targets = trModel(t, "llama"), trAllWithHead
+	default:
+		path = trModel(t, name)
+	}
+	m := trLoad(t, path)
+	tr := trNew(t, m, TrainParams{Rank: 4, Alpha: 8, MaxSeqLen: n, Seed: 2, Threads: 1, Targets: targets, GPULayers: gpuLayers})
+	trRandomize(t, tr, 9, 0.2)
+	tokens := trTokens(n, m.VocabSize(), 3)
+	labels := trLabels(tokens, 0, 1, 2, 6) // a masked prompt and a masked hole
+	loss, sup, err := tr.Accumulate(tokens, labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sup != n-5 {
+		t.Fatalf("%d supervised positions, want %d", sup, n-5)
+	}
+	if l2, n2, _ := tr.Eval(tokens, labels); math.Abs(l2-loss) > 1e-5*math.Abs(loss) || n2 != sup {
+		t.Fatalf("Eval %v/%d differs from Accumulate %v/%d", l2, n2, loss, sup)
+	}
+
+	// Five-point central differences (truncation error O(h^4), so h can be large
+	// enough for the F32 loss's rounding not to matter) on the entries with the
+	// largest gradients of a few tensors: A and B, attention and MLP, first and
+	// last layer.
+	const h = 1e-2
+	names := tr.Params()
+	if targets != nil && (names[len(names)-2] != "output.weight.lora_a" || names[len(names)-1] != "output.weight.lora_b") {
+		t.Fatalf("the output head's pair is not last: %v", names[len(names)-2:])
+	}
+	worst := 0.0
+	for _, pn := range []string{names[0], names[1], names[5], names[len(names)-2], names[len(names)-1], names[len(names)/2]} {
+		g := tr.Grad(pn)
+		v := tr.Get(pn)
+		for _, i := range trTopK(g, 3) {
+			orig := v[i]
+			at := func(d float32) float64 {
+				v[i] = orig + d
+				if err := tr.Set(pn, v); err != nil {
+					t.Fatal(err)
+				}
+				l, _, err := tr.Eval(tokens, labels)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return l
+			}
+			fd := (8*(at(h)-at(-h)) - (at(2*h) - at(-2*h))) / (12 * h)
+			at(0)
+			rel := math.Abs(fd-float64(g[i])) / math.Max(math.Abs(float64(g[i])), 1e-3)
+			worst = math.Max(worst, rel)
+			if rel > 1e-2 {
+				t.Errorf("%s[%d]: backward %.6g, finite difference %.6g (rel. err %.3g)", pn, i, g[i], fd, rel)
+			}
+		}
+	}
+	t.Logf("worst relative error %.3g", worst)
 }
 
 // trTopK returns the indices of the k largest |g|.
@@ -512,8 +540,14 @@ func TestTrainerResumeIsBitExact(t *testing.T) {
 }
 
 func TestTrainerLearnsASequence(t *testing.T) {
+	for _, dev := range trDevices() {
+		t.Run(trOn(dev, "stories"), func(t *testing.T) { trLearns(t, dev) })
+	}
+}
+
+func trLearns(t *testing.T, gpuLayers int) {
 	m := trLoad(t, trModel(t, "stories"))
-	tr := trNew(t, m, TrainParams{Rank: 8, MaxSeqLen: 64, Seed: 1, Threads: 1})
+	tr := trNew(t, m, TrainParams{Rank: 8, MaxSeqLen: 64, Seed: 1, Threads: 1, GPULayers: gpuLayers})
 	tokens, err := m.Tokenize("The magic conch says: maybe someday. Nothing at all.", true, false)
 	if err != nil {
 		t.Fatal(err)

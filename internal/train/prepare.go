@@ -98,6 +98,9 @@ func prepare(cfg Config, pr *progress) (*job, error) {
 	targets, _ := cfg.Targets()
 	gpuLayers := cfg.GPULayers
 	if llama.GPUCount() == 0 {
+		if gpuLayers > 0 {
+			return nil, fmt.Errorf("gpu_layers %d asks for the GPU, but this build sees none (build with make cuda on a machine with an NVIDIA GPU, or use gpu_layers 0)", gpuLayers)
+		}
 		gpuLayers = 0 // -1 means "the GPU if there is one"
 	}
 	j.params = llama.TrainParams{
@@ -121,6 +124,9 @@ func prepare(cfg Config, pr *progress) (*job, error) {
 			return nil, fmt.Errorf("training needs about %s of memory (lora_rank %d, longest sample %d tokens, compute_type %s) but only %s is available: use a smaller model, a lower cutoff_len or lora_rank, or free memory",
 				fmtBytes(j.estimate), cfg.LoraRank, longest, cfg.ComputeType, fmtBytes(avail))
 		}
+	} else if gpus := llama.GPUs(); len(gpus) > 0 && j.estimate > gpus[0].Free {
+		return nil, fmt.Errorf("training needs about %s of GPU memory (lora_rank %d, longest sample %d tokens, compute_type %s) but %s has only %s free: use a lower cutoff_len or lora_rank, compute_type q8_0, or --gpu-layers 0 to train on the CPU",
+			fmtBytes(j.estimate), cfg.LoraRank, longest, cfg.ComputeType, gpus[0].Name, fmtBytes(gpus[0].Free))
 	}
 
 	fi, err := os.Stat(cfg.Model)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/magicconch/conch/internal/testmodel"
+	"github.com/magicconch/conch/llama"
 )
 
 // Every refusal happens before any weight is loaded, with a message that says what to fix.
@@ -39,6 +40,13 @@ func TestRefusals(t *testing.T) {
 		{"adapter as model", func(c *Config) { c.Model = randomAdapter(t, qwen) }, []string{"LoRA adapter"}},
 		{"missing model", func(c *Config) { c.Model = filepath.Join(t.TempDir(), "none.gguf") }, []string{"none.gguf"}},
 		{"lm_head on a tied head", func(c *Config) { c.LoraTarget = "all,lm_head" }, []string{"lm_head", "token_embd.weight"}},
+	}
+	if llama.GPUCount() == 0 {
+		cases = append(cases, struct {
+			name  string
+			edit  func(c *Config)
+			wants []string
+		}{"gpu layers without a GPU", func(c *Config) { c.GPULayers = 4 }, []string{"gpu_layers 4", "sees none"}})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
