@@ -72,6 +72,7 @@ environment, which wins over the file.`,
 	f.IntP("parallel", "n", 4, "requests decoded together (slots)")
 	f.IntP("ctx-size", "c", 4096, "context size per request: prompt and answer together")
 	f.IntP("batch-size", "b", 512, "most tokens per decode step (prompt chunks and generated tokens)")
+	f.Int("prefill-chunk", 128, "most prompt tokens per step while other requests generate (their next token waits for it)")
 	f.IntP("threads", "t", 0, "CPU threads (0: physical cores)")
 	f.Int("gpu-layers", -1, "layers to offload to the GPU on a CUDA build (-1: all)")
 	f.Bool("flash-attn", true, "flash attention: much faster with several requests at once (--flash-attn=false: off)")
@@ -95,6 +96,7 @@ type settings struct {
 	Parallel        int
 	CtxSize         int
 	BatchSize       int
+	PrefillChunk    int
 	Threads         int
 	GPULayers       int
 	FlashAttn       bool
@@ -136,6 +138,7 @@ func loadSettings(v *viper.Viper, f *pflag.FlagSet) (settings, error) {
 		Parallel:        v.GetInt("parallel"),
 		CtxSize:         v.GetInt("ctx-size"),
 		BatchSize:       v.GetInt("batch-size"),
+		PrefillChunk:    v.GetInt("prefill-chunk"),
 		Threads:         v.GetInt("threads"),
 		GPULayers:       v.GetInt("gpu-layers"),
 		FlashAttn:       v.GetBool("flash-attn"),
@@ -183,6 +186,8 @@ func (s settings) validate() error {
 		return fmt.Errorf("--ctx-size %d is too small (at least 16)", s.CtxSize)
 	case s.BatchSize < s.Parallel:
 		return fmt.Errorf("--batch-size %d must be at least --parallel %d", s.BatchSize, s.Parallel)
+	case s.PrefillChunk < 1:
+		return fmt.Errorf("--prefill-chunk %d must be at least 1", s.PrefillChunk)
 	case s.Threads < 0:
 		return errors.New("--threads is negative")
 	case s.Queue < 0:

@@ -131,7 +131,7 @@ func load(ctx context.Context, path string, specs []loraSpec, st settings, srv *
 	}
 	eng, err := engine.New(engine.Config{
 		Model: m, Adapters: adapters, Parallel: st.Parallel, SlotCtx: st.CtxSize, BatchSize: st.BatchSize,
-		Threads: st.Threads, Queue: queue, FlashAttn: st.FlashAttn, Logger: log,
+		PrefillChunk: st.PrefillChunk, Threads: st.Threads, Queue: queue, FlashAttn: st.FlashAttn, Logger: log,
 		OnFirstToken: srv.ObserveFirstToken, OnToken: srv.ObserveToken, OnStep: srv.ObserveStep,
 	})
 	if err != nil {

@@ -43,7 +43,7 @@ max-body: 2MiB
 	}
 	want := settings{
 		Model: "from-file.gguf", Loras: []string{"a=/x/a.gguf:0.5"}, ModelName: "conch", Host: "127.0.0.1",
-		Port: 9003, Parallel: 3, CtxSize: 2048, BatchSize: 512, GPULayers: -1, FlashAttn: true, Queue: 7,
+		Port: 9003, Parallel: 3, CtxSize: 2048, BatchSize: 512, PrefillChunk: 128, GPULayers: -1, FlashAttn: true, Queue: 7,
 		APIKeys: []string{"k1", "k2"}, MaxBody: 2 << 20, ShutdownTimeout: 5 * time.Second, LogLevel: "info",
 	}
 	if !reflect.DeepEqual(st, want) {
@@ -73,6 +73,7 @@ func TestSettingsErrors(t *testing.T) {
 		{[]string{"--ctx-size", "8"}, "--ctx-size"},
 		{[]string{"--batch-size", "2", "--parallel", "4"}, "--batch-size"},
 		{[]string{"--max-body", "lots"}, "--max-body"},
+		{[]string{"--prefill-chunk", "0"}, "--prefill-chunk"},
 		{[]string{"--port", "70000"}, "--port"},
 	} {
 		_, err := settingsFor(t, c.args...)

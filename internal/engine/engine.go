@@ -34,10 +34,14 @@ type Config struct {
 	Parallel  int // slots (sequences decoded together); default 1
 	SlotCtx   int // tokens one request may use, prompt and answer together; default 4096
 	BatchSize int // most tokens per decode step; default 512
-	Threads   int // 0: physical cores
-	Queue     int // requests that may wait for a slot; default 64 (negative: none may wait)
-	FlashAttn bool
-	Logger    *slog.Logger
+	// PrefillChunk is the most prompt tokens one step reads while other requests are
+	// generating, so that a long prompt delays their next token by one short step rather
+	// than by a whole batch; default 128. Alone, a prompt is read BatchSize at a time.
+	PrefillChunk int
+	Threads      int // 0: physical cores
+	Queue        int // requests that may wait for a slot; default 64 (negative: none may wait)
+	FlashAttn    bool
+	Logger       *slog.Logger
 
 	// Observers, called on the engine goroutine (keep them cheap): the time from Submit to
 	// the first generated token, and the time between two tokens of one request.
@@ -93,6 +97,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 512
+	}
+	if cfg.PrefillChunk <= 0 {
+		cfg.PrefillChunk = 128
 	}
 	if cfg.Queue == 0 {
 		cfg.Queue = 64

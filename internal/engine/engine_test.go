@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -363,6 +364,56 @@ func TestPrefixSharedAcrossSlots(t *testing.T) {
 	}
 	if want := reference(t, m, b, 12); got != want {
 		t.Fatalf("answer with a shared prefix differs:\n got %q\nwant %q", got, want)
+	}
+	cancel()
+}
+
+// While one request generates, a long prompt is read a chunk per step, so the generating
+// request keeps getting tokens; alone, a prompt is read a whole batch at a time. Chunked
+// or not, the answer is the library's.
+func TestLongPromptIsChunkedWhileOthersGenerate(t *testing.T) {
+	var watching atomic.Bool
+	var biggest atomic.Int64
+	e := newEngine(t, Config{Parallel: 2, SlotCtx: 512, BatchSize: 256, PrefillChunk: 16,
+		OnStep: func(tokens int, _ time.Duration) {
+			if watching.Load() && int64(tokens) > biggest.Load() {
+				biggest.Store(int64(tokens))
+			}
+		}})
+	m := e.Model()
+	long := tokenize(t, m, strings.Repeat("The magic conch shell answers every question. ", 20))
+	if len(long) < 150 {
+		t.Fatalf("long prompt has only %d tokens", len(long))
+	}
+
+	watching.Store(true)
+	if _, _, err := run(t, e, Request{Prompt: long, MaxTokens: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if got := biggest.Load(); got < int64(len(long)) {
+		t.Fatalf("alone, the %d-token prompt was read in steps of at most %d tokens", len(long), got)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := e.Submit(ctx, Request{Prompt: tokenize(t, m, "Once upon a time"), IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text, _ := a.Next(ctx); text == "" {
+		t.Fatal("no output from the running request")
+	}
+	biggest.Store(0)
+	other := append(tokenize(t, m, "Tell me: "), long[1:]...)
+	got, _, err := run(t, e, Request{Prompt: other, MaxTokens: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := biggest.Load(); b > 16+1 {
+		t.Fatalf("a step read %d tokens while another request was generating (chunk 16 + 1)", b)
+	}
+	if want := reference(t, m, other, 8); got != want {
+		t.Fatalf("answer of a chunked prompt differs:\n got %q\nwant %q", got, want)
 	}
 	cancel()
 }

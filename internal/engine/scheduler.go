@@ -307,13 +307,19 @@ func (e *Engine) step() {
 			used = append(used, s)
 		}
 	}
+	// Prompt tokens fill the batch, or only a chunk of it while anyone is generating:
+	// their next token waits for this step.
+	room := b.Cap()
+	if e.anyGenerating() {
+		room = min(room, b.Len()+e.cfg.PrefillChunk)
+	}
 	// Oldest prompts first, so that a long prompt cannot be starved by newer ones.
 	for _, s := range oldestFirst(in) {
-		if s.generating || b.Len() == b.Cap() {
+		if s.generating || b.Len() >= room {
 			continue
 		}
 		p := s.prompt()
-		n := min(b.Cap()-b.Len(), len(p)-s.prefilled)
+		n := min(room-b.Len(), len(p)-s.prefilled)
 		s.chunk = n
 		for k := range n {
 			i := s.prefilled + k
@@ -358,6 +364,16 @@ func (e *Engine) step() {
 		}
 		e.sampleNext(s, now)
 	}
+}
+
+// anyGenerating reports whether some request, in any adapter group, is producing tokens.
+func (e *Engine) anyGenerating() bool {
+	for _, s := range e.slots {
+		if s.job != nil && s.generating {
+			return true
+		}
+	}
+	return false
 }
 
 // plainGreedy reports whether p picks the most likely token with nothing that depends on
