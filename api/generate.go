@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"net/http"
 	"strconv"
 
@@ -80,21 +79,12 @@ func (s *Server) generate(c *gin.Context) {
 		abort(c, badRequest("prompt", "%v", err))
 		return
 	}
-	req, aerr := s.build(e.SlotCtx(), o, p.tokens, "prompt")
-	if aerr != nil {
-		abort(c, aerr)
+	r := s.start(c, e, o, p, adapter, "prompt")
+	if r == nil {
 		return
 	}
-	req.Stop = append(req.Stop, p.stops...)
-	req.StopTokens = p.stopTokens
-	req.Adapter = adapter
-	model := s.modelID(adapter)
-	ctx, cancel := context.WithCancel(c.Request.Context())
-	defer cancel()
-	st := s.submit(c, ctx, e, &job{model: model, req: req}, "prompt")
-	if st == nil {
-		return
-	}
+	defer r.cancel()
+	ctx, cancel, model, st := r.ctx, r.cancel, r.model, r.st
 	prefix := ""
 	if echo {
 		prefix = text

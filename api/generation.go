@@ -35,13 +35,6 @@ const (
 	maxStopLen         = 256
 )
 
-// job is a validated request ready for the engine.
-type job struct {
-	model  string // public id, echoed in responses
-	prompt string // the prompt text (for echo)
-	req    engine.Request
-}
-
 // resolveModel maps a requested model id to an adapter name ("" for the base model).
 func (s *Server) resolveModel(e *engine.Engine, name string) (string, *apiError) {
 	if name == "" || name == s.cfg.ModelName {
@@ -136,14 +129,33 @@ func (s *Server) build(n int, o options, toks []llama.Token, promptParam string)
 
 func bad(v, lo, hi float64) bool { return math.IsNaN(v) || v < lo || v > hi }
 
-// submit hands the job to the engine; on failure it has answered the request.
-func (s *Server) submit(c *gin.Context, ctx context.Context, e *engine.Engine, j *job, promptParam string) *engine.Stream {
-	st, err := e.Submit(ctx, j.req)
+// running is a request the engine has taken. Its handler must call cancel when done.
+type running struct {
+	model  string // public id, echoed in responses
+	ctx    context.Context
+	cancel context.CancelFunc
+	st     *engine.Stream
+}
+
+// start builds the engine request for a rendered prompt and submits it. On failure it
+// has answered the client and returns nil.
+func (s *Server) start(c *gin.Context, e *engine.Engine, o options, p prompt, adapter, promptParam string) *running {
+	req, aerr := s.build(e.SlotCtx(), o, p.tokens, promptParam)
+	if aerr != nil {
+		abort(c, aerr)
+		return nil
+	}
+	req.Stop = append(req.Stop, p.stops...)
+	req.StopTokens = p.stopTokens
+	req.Adapter = adapter
+	ctx, cancel := context.WithCancel(c.Request.Context())
+	st, err := e.Submit(ctx, req)
 	if err != nil {
+		cancel()
 		abort(c, submitError(c, err, promptParam))
 		return nil
 	}
-	return st
+	return &running{model: s.modelID(adapter), ctx: ctx, cancel: cancel, st: st}
 }
 
 // account records a finished request's tokens in the metrics.

@@ -103,21 +103,12 @@ func (s *Server) chatCompletions(c *gin.Context) {
 		abort(c, badRequest("messages", "%v", err))
 		return
 	}
-	req, aerr := s.build(e.SlotCtx(), o, p.tokens, "messages")
-	if aerr != nil {
-		abort(c, aerr)
+	r := s.start(c, e, o, p, adapter, "messages")
+	if r == nil {
 		return
 	}
-	req.Stop = append(req.Stop, p.stops...)
-	req.StopTokens = p.stopTokens
-	req.Adapter = adapter
-	model := s.modelID(adapter)
-	ctx, cancel := context.WithCancel(c.Request.Context())
-	defer cancel()
-	st := s.submit(c, ctx, e, &job{model: model, req: req}, "messages")
-	if st == nil {
-		return
-	}
+	defer r.cancel()
+	ctx, cancel, model, st := r.ctx, r.cancel, r.model, r.st
 	id, created := newID("chatcmpl-"), time.Now().Unix()
 	if !body.Stream {
 		out, res, ok := s.wait(c, ctx, cancel, model, st)
@@ -193,7 +184,7 @@ func (s *Server) completions(c *gin.Context) {
 		return
 	}
 	var toks []llama.Token
-	prompt := body.Prompt.Text
+	text := body.Prompt.Text
 	if body.Prompt.Tokens != nil {
 		nv := int64(e.Model().VocabSize())
 		for _, t := range body.Prompt.Tokens {
@@ -203,34 +194,27 @@ func (s *Server) completions(c *gin.Context) {
 			}
 			toks = append(toks, llama.Token(t))
 		}
-		prompt = e.Model().Detokenize(toks, false, true)
+		text = e.Model().Detokenize(toks, false, true)
 	} else {
-		if prompt == "" {
+		if text == "" {
 			abort(c, badRequest("prompt", "the prompt is empty"))
 			return
 		}
 		var err error
-		if toks, err = tokenize(e.Model(), prompt); err != nil {
+		if toks, err = tokenize(e.Model(), text); err != nil {
 			abort(c, badRequest("prompt", "%v", err))
 			return
 		}
 	}
-	req, aerr := s.build(e.SlotCtx(), o, toks, "prompt")
-	if aerr != nil {
-		abort(c, aerr)
+	r := s.start(c, e, o, prompt{tokens: toks}, adapter, "prompt")
+	if r == nil {
 		return
 	}
-	req.Adapter = adapter
-	model := s.modelID(adapter)
-	ctx, cancel := context.WithCancel(c.Request.Context())
-	defer cancel()
-	st := s.submit(c, ctx, e, &job{model: model, req: req}, "prompt")
-	if st == nil {
-		return
-	}
+	defer r.cancel()
+	ctx, cancel, model, st := r.ctx, r.cancel, r.model, r.st
 	prefix := ""
 	if body.Echo {
-		prefix = prompt
+		prefix = text
 	}
 	id, created := newID("cmpl-"), time.Now().Unix()
 	resp := func(text string, finish *string, u *usage) completionResponse {

@@ -22,6 +22,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/magicconch/conch/internal/outfile"
 )
 
 // MergeLoRA is one adapter to fold into the base model.
@@ -131,18 +133,15 @@ func Merge(ctx context.Context, p MergeParams) (*MergeResult, error) {
 		return nil, fmt.Errorf("%s: %w", p.Base, err)
 	}
 
-	out, err := newPendingFile(p.Output, p.Force)
-	if err != nil {
-		return nil, err
-	}
-	defer out.abort()
 	need := plannedSize(base, types)
 	if !q.plain() {
 		need += estimateSize(base, q)
 	}
-	if err := checkSpace(out.dir, need); err != nil {
+	out, err := outfile.Create(p.Output, p.Force, need)
+	if err != nil {
 		return nil, err
 	}
+	defer out.Abort()
 
 	// Provenance: what went in, identified by content.
 	shas, err := hashFiles(ctx, inputs)
@@ -154,25 +153,25 @@ func Merge(ctx context.Context, p MergeParams) (*MergeResult, error) {
 	}
 	kvs := provenance(p.Base, shas[0], q, loras)
 
-	job := writeJob{base: p.Base, out: out.tmp, loras: loras, kvs: kvs, types: types, fileType: int(q.ftype),
+	job := writeJob{base: p.Base, out: out.Tmp, loras: loras, kvs: kvs, types: types, fileType: int(q.ftype),
 		threads: p.Threads, progress: p.Progress}
 	if !q.plain() {
-		if job.out, err = out.sibling("merge-partial"); err != nil {
+		if job.out, err = out.Sibling("merge-partial"); err != nil {
 			return nil, err
 		}
-		defer os.Remove(job.out)
+		defer outfile.Remove(job.out)
 		job.fileType = -1 // llama.cpp's quantiser records it
 	}
 	if err := runWriter(ctx, job); err != nil {
 		return nil, writeError(ctx, err, p.Output, "merge")
 	}
 	if !q.plain() {
-		if err := quantizeFile(job.out, out.tmp, p.Output, q, p.Threads); err != nil {
+		if err := quantizeFile(job.out, out.Tmp, p.Output, q, p.Threads); err != nil {
 			return nil, err
 		}
-		os.Remove(job.out)
+		outfile.Remove(job.out)
 	}
-	fb, size, err := out.finish(ctx, q, "merged")
+	fb, size, err := finishOutput(ctx, out, q, "merged")
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 	"unsafe"
+
+	"github.com/magicconch/conch/internal/outfile"
 )
 
 // QuantType is an output type of llama.cpp's quantiser, under llama.cpp's own name.
@@ -167,23 +169,20 @@ func Quantize(ctx context.Context, p QuantizeParams) (*QuantizeResult, error) {
 	if err := distinctOutput(p.Output, p.Input); err != nil {
 		return nil, err
 	}
-	out, err := newPendingFile(p.Output, p.Force)
+	out, err := outfile.Create(p.Output, p.Force, need)
 	if err != nil {
 		return nil, err
 	}
-	defer out.abort()
-	if err := checkSpace(out.dir, need); err != nil {
-		return nil, err
-	}
+	defer out.Abort()
 	if q.plain() {
-		job := writeJob{base: p.Input, out: out.tmp, types: types, fileType: int(q.ftype), threads: p.Threads}
+		job := writeJob{base: p.Input, out: out.Tmp, types: types, fileType: int(q.ftype), threads: p.Threads}
 		if err := runWriter(ctx, job); err != nil {
 			return nil, writeError(ctx, err, p.Output, "quantize to "+q.Name)
 		}
-	} else if err := quantizeFile(p.Input, out.tmp, p.Output, q, p.Threads); err != nil {
+	} else if err := quantizeFile(p.Input, out.Tmp, p.Output, q, p.Threads); err != nil {
 		return nil, err
 	}
-	fb, size, err := out.finish(ctx, q, "quantised")
+	fb, size, err := finishOutput(ctx, out, q, "quantised")
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +206,7 @@ func quantizeFile(in, out, final string, q QuantType, threads int) error {
 		msg = strings.TrimPrefix(msg, "llama_model_quantize: failed to quantize: ")
 		// The quantiser writes through an ofstream whose failure text says nothing useful.
 		if strings.Contains(msg, "iostream error") {
-			return fmt.Errorf("writing %s failed: %s (the partial output was removed)", final, diskError(out))
+			return fmt.Errorf("writing %s failed: %s (the partial output was removed)", final, outfile.DiskError(out))
 		}
 		if msg == "" {
 			msg = "unknown error"

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"os/signal"
 
 	"github.com/magicconch/conch/internal/convert"
 	"github.com/spf13/cobra"
@@ -31,7 +28,7 @@ The output is written beside its final name and moved into place only when compl
 and loadable; an existing file is replaced only with --force.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			ctx, stop := interruptible()
 			defer stop()
 			opt := convert.Options{Force: force}
 			var (

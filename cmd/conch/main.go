@@ -3,6 +3,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -20,6 +22,10 @@ result, and runs it. Serve it over HTTP with conchd.`,
 
 func main() {
 	if err := root.Execute(); err != nil {
+		if errors.Is(err, context.Canceled) {
+			fmt.Fprintln(os.Stderr, "conch: interrupted")
+			os.Exit(130)
+		}
 		fmt.Fprintln(os.Stderr, "conch:", err)
 		os.Exit(1)
 	}

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
 
 	"github.com/magicconch/conch/llama"
@@ -49,7 +47,7 @@ and loadable; an existing file is replaced only with --force.`,
 			if !quiet {
 				p.Progress, end = progressLine("merging")
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			ctx, stop := interruptible()
 			defer stop()
 			res, err := llama.Merge(ctx, p)
 			if end != nil {

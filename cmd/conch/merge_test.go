@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/magicconch/conch/internal/testmodel"
 	"github.com/magicconch/conch/llama"
@@ -113,5 +114,49 @@ func TestQuantizeFallbackCLI(t *testing.T) {
 		if wt, _ := g.Tensor("blk.2.attn_q.weight"); wt.TypeName() != "q8_0" {
 			t.Fatalf("%s: attn_q is %s", c.args[0], wt.TypeName())
 		}
+	}
+}
+
+// llama.cpp's K-quant quantiser cannot be interrupted: the first Ctrl-C asks to stop, a
+// second one exits at once (status 130) and leaves no partial file behind.
+func TestSecondInterruptQuitsAndCleansUp(t *testing.T) {
+	// Big enough (about 50 MB) for the quantiser to run a few seconds on a small machine.
+	base := testmodel.Cached(t, testmodel.Spec{Name: "cli-interrupt", Arch: "qwen2", NEmbd: 512, NLayer: 8, NHead: 8, NHeadKV: 2, NFF: 1536, Tied: true, Seed: 3})
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "CONCH_CLI_ARGS="+strings.Join([]string{"quantize", "-t", "1", base, filepath.Join(dir, "q.gguf"), "q4_k_m"}, "\x1f"))
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the quantiser is writing its hidden temporary file.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m, _ := filepath.Glob(filepath.Join(dir, ".q.gguf.*.partial"))
+		if len(m) == 1 {
+			if st, err := os.Stat(m[0]); err == nil && st.Size() > 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no partial output appeared: %s", out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	time.Sleep(100 * time.Millisecond)
+	cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 130 {
+		t.Fatalf("exit %v, want status 130: %s", err, out.String())
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+	if !strings.Contains(out.String(), "partial output removed") {
+		t.Fatalf("output: %s", out.String())
 	}
 }

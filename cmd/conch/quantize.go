@@ -1,10 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"os/signal"
 	"strings"
 
 	"github.com/magicconch/conch/llama"
@@ -41,7 +38,7 @@ replaced only with --force.`,
 				}
 				return nil
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			ctx, stop := interruptible()
 			defer stop()
 			res, err := llama.Quantize(ctx, llama.QuantizeParams{Input: args[0], Output: args[1], Type: args[2], Threads: threads, Force: force})
 			if err != nil {

@@ -19,11 +19,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	oconvert "github.com/ollama/ollama/convert"
 
+	"github.com/magicconch/conch/internal/outfile"
 	"github.com/magicconch/conch/llama"
 )
 
@@ -130,88 +130,40 @@ func guard(f func() error) (err error) {
 // verify checks the finished file, and only then is it moved into place. On any error
 // the temporary file is removed.
 func writeOutput(ctx context.Context, out string, force bool, need int64, write func(*os.File) error, verify func(string) error) error {
-	if out == "" {
-		return errors.New("no output path")
-	}
-	if st, err := os.Stat(out); err == nil {
-		if st.IsDir() {
-			return fmt.Errorf("%s is a directory: give a file name", out)
-		}
-		if !force {
-			return fmt.Errorf("%s already exists (use --force to overwrite it)", out)
-		}
-	}
-	dir := filepath.Dir(out)
-	if free, ok := freeSpace(dir); ok && free < need+need/50+(16<<20) {
-		return fmt.Errorf("not enough disk space in %s: this needs about %.2f GiB, %.2f GiB are free", dir, float64(need)/(1<<30), float64(free)/(1<<30))
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(out)+".*.partial")
+	pf, err := outfile.Create(out, force, need)
 	if err != nil {
-		return fmt.Errorf("cannot write to %s: %w", dir, unwrap(err))
+		return err
 	}
-	tmp := f.Name()
-	done := false
-	defer func() {
-		if !done {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	f.Chmod(0o644)
+	defer pf.Abort()
+	f, err := os.OpenFile(pf.Tmp, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return fmt.Errorf("cannot write to %s: %w", pf.Dir, outfile.Unwrap(err))
+	}
+	failed := func(err error) error {
+		return fmt.Errorf("writing %s failed: %v (the partial output was removed)", out, outfile.Unwrap(err))
+	}
 	if err := write(f); err != nil {
-		if isDiskFull(err) {
-			return fmt.Errorf("writing %s failed: %v (the partial output was removed)", out, unwrap(err))
+		f.Close()
+		if outfile.IsDiskFull(err) {
+			return failed(err)
 		}
 		return err
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("writing %s failed: %v (the partial output was removed)", out, unwrap(err))
+		f.Close()
+		return failed(err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s failed: %v (the partial output was removed)", out, unwrap(err))
+		return failed(err)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := verify(tmp); err != nil {
+	if err := verify(pf.Tmp); err != nil {
 		return fmt.Errorf("the converted file does not load: %w", err)
 	}
-	if force {
-		err = os.Rename(tmp, out)
-	} else if err = os.Link(tmp, out); err == nil {
-		os.Remove(tmp)
-	} else if errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("%s already exists (use --force to overwrite it)", out)
-	}
-	if err != nil {
-		return fmt.Errorf("move %s into place: %w", out, unwrap(err))
-	}
-	done = true
-	return nil
-}
-
-func isDiskFull(err error) bool {
-	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EFBIG) || errors.Is(err, syscall.EDQUOT)
-}
-
-func unwrap(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	var le *os.LinkError
-	if errors.As(err, &le) {
-		return le.Err
-	}
+	_, err = pf.Commit()
 	return err
-}
-
-func freeSpace(dir string) (int64, bool) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, false
-	}
-	return int64(st.Bavail) * int64(st.Bsize), true
 }
 
 func result(out string, start time.Time) (*Result, error) {

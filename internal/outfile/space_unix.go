@@ -1,11 +1,11 @@
 //go:build linux || darwin
 
-package llama
+package outfile
 
 import "syscall"
 
-// freeSpace is the number of bytes an unprivileged writer may still use in dir.
-func freeSpace(dir string) (int64, bool) {
+// FreeSpace is the number of bytes an unprivileged writer may still use in dir.
+func FreeSpace(dir string) (int64, bool) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0, false
