@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/magicconch/conch/llama"
 )
 
 // readmeCommands returns the shell commands of the README's code blocks, with
@@ -70,10 +72,19 @@ func stripComment(line string) string {
 func build(t *testing.T, dir, pkg string) string {
 	t.Helper()
 	out := filepath.Join(dir, filepath.Base(pkg))
-	if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+	if b, err := exec.Command("go", "build", "-tags", buildTags(), "-o", out, pkg).CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}
 	return out
+}
+
+// buildTags are the tags this test binary was built with: a CUDA build's native
+// libraries link only with -tags cuda.
+func buildTags() string {
+	if llama.CUDABuild {
+		return "cuda"
+	}
+	return ""
 }
 
 var flagRE = regexp.MustCompile(`(?:^|\s)(--[a-z][a-z0-9-]*)`)

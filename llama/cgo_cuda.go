@@ -11,3 +11,6 @@ package llama
 // #cgo LDFLAGS: -L${SRCDIR}/../build/cuda -Wl,--no-as-needed -lcudart -lcublas -lcublasLt -lcuda
 // #cgo LDFLAGS: -lstdc++ -lm -fopenmp -lpthread -ldl -lrt
 import "C"
+
+// CUDABuild reports whether this build has ggml's CUDA backend (make cuda, -tags cuda).
+const CUDABuild = true

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/magicconch/conch/internal/testmodel"
+	"github.com/magicconch/conch/llama"
 )
 
 func tinyModel(t *testing.T) string {
@@ -43,7 +44,11 @@ func conchdBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "conchd")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		tags := ""
+		if llama.CUDABuild {
+			tags = "cuda" // the native libraries of a CUDA build link only with it
+		}
+		out, err := exec.Command("go", "build", "-tags", tags, "-o", binPath, ".").CombinedOutput()
 		if err != nil {
 			buildErr = errors.New("go build: " + string(out))
 		}
