@@ -138,7 +138,11 @@ func load(ctx context.Context, path string, specs []loraSpec, st settings, srv *
 		cleanup()
 		return nil, nil, err
 	}
-	log.Info("model loaded", "model", m.Desc(), "seconds", time.Since(start).Seconds())
+	device := "cpu"
+	if gpus := llama.GPUs(); len(gpus) > 0 && st.GPULayers != 0 {
+		device = gpus[0].Name
+	}
+	log.Info("model loaded", "model", m.Desc(), "device", device, "seconds", time.Since(start).Seconds())
 	return eng, cleanup, nil
 }
 

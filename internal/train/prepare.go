@@ -27,6 +27,20 @@ type job struct {
 	ident      identity
 }
 
+// device names where training runs, for the log.
+func (j *job) device() string {
+	if j.params.GPULayers != 0 {
+		if gpus := llama.GPUs(); len(gpus) > 0 {
+			return "the GPU (" + gpus[0].Name + ")"
+		}
+	}
+	threads := j.params.Threads
+	if threads <= 0 {
+		threads = llama.DefaultThreads()
+	}
+	return fmt.Sprintf("the CPU (%d threads)", threads)
+}
+
 // prepare validates the config, the model file, the template and the datasets, encodes
 // the samples with the model's tokenizer and checks that training fits in memory.
 func prepare(cfg Config, pr *progress) (*job, error) {
