@@ -9,6 +9,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/magicconch/conch/internal/chat"
 	"github.com/magicconch/conch/llama"
 )
 
@@ -24,16 +26,16 @@ var fuzzServer = New(Config{})
 
 var (
 	fuzzRendererOnce sync.Once
-	fuzzChat         *chatRenderer
+	fuzzChat         *chat.Renderer
 )
 
-func fuzzRenderer(m *llama.Model) *chatRenderer {
-	fuzzRendererOnce.Do(func() { fuzzChat = newChatRenderer(m, func(string, ...any) {}) })
+func fuzzRenderer(m *llama.Model) *chat.Renderer {
+	fuzzRendererOnce.Do(func() { fuzzChat = chat.NewRenderer(m, func(string, ...any) {}) })
 	return fuzzChat
 }
 
 func checkPrompt(t *testing.T, m *llama.Model, text string, o options) {
-	toks, err := tokenize(m, text)
+	toks, err := chat.Tokenize(m, text)
 	if err != nil {
 		return
 	}
@@ -76,11 +78,11 @@ func FuzzChatRequest(f *testing.F) {
 		if aerr != nil {
 			return
 		}
-		p, err := fuzzRenderer(m).render(msgs)
+		p, err := fuzzRenderer(m).Render(msgs)
 		if err != nil {
 			return
 		}
-		checkTokens(t, m, p.tokens, o)
+		checkTokens(t, m, p.Tokens, o)
 	})
 }
 
@@ -134,9 +136,9 @@ func FuzzGenerateQuery(f *testing.F) {
 			}
 			return
 		}
-		p, err := fuzzRenderer(m).render([]llama.Message{{Role: "user", Content: c.Query("prompt")}})
+		p, err := fuzzRenderer(m).Render([]llama.Message{{Role: "user", Content: c.Query("prompt")}})
 		if err == nil {
-			checkTokens(t, m, p.tokens, o)
+			checkTokens(t, m, p.Tokens, o)
 		}
 	})
 }

@@ -5,6 +5,8 @@ import (
 	"strconv"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/magicconch/conch/internal/chat"
 	"github.com/magicconch/conch/llama"
 )
 
@@ -68,12 +70,12 @@ func (s *Server) generate(c *gin.Context) {
 		abort(c, aerr)
 		return
 	}
-	var p prompt
+	var p chat.Prompt
 	var err error
 	if raw {
-		p.tokens, err = tokenize(e.Model(), text)
+		p.Tokens, err = chat.Tokenize(e.Model(), text)
 	} else {
-		p, err = s.renderer(e).render([]llama.Message{{Role: "user", Content: text}})
+		p, err = s.renderer(e).Render([]llama.Message{{Role: "user", Content: text}})
 	}
 	if err != nil {
 		abort(c, badRequest("prompt", "%v", err))

@@ -8,6 +8,8 @@ import (
 	mrand "math/rand/v2"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/magicconch/conch/internal/chat"
 	"github.com/magicconch/conch/internal/engine"
 	"github.com/magicconch/conch/llama"
 )
@@ -139,14 +141,14 @@ type running struct {
 
 // start builds the engine request for a rendered prompt and submits it. On failure it
 // has answered the client and returns nil.
-func (s *Server) start(c *gin.Context, e *engine.Engine, o options, p prompt, adapter, promptParam string) *running {
-	req, aerr := s.build(e.SlotCtx(), o, p.tokens, promptParam)
+func (s *Server) start(c *gin.Context, e *engine.Engine, o options, p chat.Prompt, adapter, promptParam string) *running {
+	req, aerr := s.build(e.SlotCtx(), o, p.Tokens, promptParam)
 	if aerr != nil {
 		abort(c, aerr)
 		return nil
 	}
-	req.Stop = append(req.Stop, p.stops...)
-	req.StopTokens = p.stopTokens
+	req.Stop = append(req.Stop, p.Stops...)
+	req.StopTokens = p.StopTokens
 	req.Adapter = adapter
 	ctx, cancel := context.WithCancel(c.Request.Context())
 	st, err := e.Submit(ctx, req)

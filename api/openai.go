@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/magicconch/conch/internal/chat"
 	"github.com/magicconch/conch/internal/engine"
 	"github.com/magicconch/conch/llama"
 )
@@ -98,7 +100,7 @@ func (s *Server) chatCompletions(c *gin.Context) {
 		abort(c, aerr)
 		return
 	}
-	p, err := s.renderer(e).render(msgs)
+	p, err := s.renderer(e).Render(msgs)
 	if err != nil {
 		abort(c, badRequest("messages", "%v", err))
 		return
@@ -201,12 +203,12 @@ func (s *Server) completions(c *gin.Context) {
 			return
 		}
 		var err error
-		if toks, err = tokenize(e.Model(), text); err != nil {
+		if toks, err = chat.Tokenize(e.Model(), text); err != nil {
 			abort(c, badRequest("prompt", "%v", err))
 			return
 		}
 	}
-	r := s.start(c, e, o, prompt{tokens: toks}, adapter, "prompt")
+	r := s.start(c, e, o, chat.Prompt{Tokens: toks}, adapter, "prompt")
 	if r == nil {
 		return
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/magicconch/conch/internal/chat"
 	"github.com/magicconch/conch/internal/dataset"
 )
 
@@ -136,7 +137,7 @@ func TestCompletions(t *testing.T) {
 		t.Fatalf("completion %q != raw generate %q", c.Choices[0].Text, g.GenerateText)
 	}
 	// prompt as [string] and as token ids; echo
-	toks, _ := tokenize(tinyQwen(t), "Once upon a time")
+	toks, _ := chat.Tokenize(tinyQwen(t), "Once upon a time")
 	for _, p := range []any{[]string{"Once upon a time"}, toks} {
 		body["prompt"], body["echo"] = p, true
 		var e completionResponse

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/magicconch/conch/internal/chat"
 	"github.com/magicconch/conch/internal/engine"
 )
 
@@ -31,7 +33,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	engine  atomic.Pointer[engine.Engine]
-	chat    atomic.Pointer[chatRenderer]
+	chat    atomic.Pointer[chat.Renderer]
 	metrics *metrics
 	router  *gin.Engine
 	created atomic.Int64 // Unix time of the model's loading, for /v1/models
@@ -84,12 +86,12 @@ func (s *Server) Handler() http.Handler { return s.router }
 func (s *Server) SetEngine(e *engine.Engine) {
 	s.created.Store(time.Now().Unix())
 	if e != nil {
-		s.chat.Store(newChatRenderer(e.Model(), s.log.Warn))
+		s.chat.Store(chat.NewRenderer(e.Model(), s.log.Warn))
 	}
 	s.engine.Store(e)
 }
 
-func (s *Server) renderer(*engine.Engine) *chatRenderer { return s.chat.Load() }
+func (s *Server) renderer(*engine.Engine) *chat.Renderer { return s.chat.Load() }
 
 // ObserveFirstToken and ObserveToken feed the latency histograms; pass them to the
 // engine's Config.OnFirstToken and OnToken.

@@ -12,6 +12,11 @@ type GenerateOptions struct {
 	MaxTokens int      // most tokens to generate (0: until EOS or the context is full)
 	Stop      []string // generation ends before the first of these
 	Sampler   SamplerParams
+	// Cached says that the first Cached tokens of the prompt are already in sequence 0,
+	// left there by an earlier Generate on this context with no other use of sequence 0
+	// or change of adapters since (a chat's next turn: its Sequence tells what it left).
+	// They are kept rather than computed again. 0 starts from an empty sequence.
+	Cached int
 }
 
 // Finish reasons, as OpenAI names them.
@@ -24,10 +29,15 @@ const (
 type GenerateResult struct {
 	Text         string
 	PromptTokens int
+	CachedTokens int // of PromptTokens, kept from the sequence (GenerateOptions.Cached)
 	Tokens       int // generated
 	FinishReason string
 	PromptTime   time.Duration // prefill
 	GenTime      time.Duration // from the first generated token to the last
+	// Sequence is what sequence 0 holds afterwards: the prompt and the generated tokens
+	// that were decoded (all but the last sampled one). Pass its common prefix with the
+	// next prompt as GenerateOptions.Cached.
+	Sequence []Token
 }
 
 // Generate runs prompt through sequence 0 of the context (clearing it first) and
@@ -53,11 +63,17 @@ func (c *Context) generate(ctx context.Context, prompt []Token, opt GenerateOpti
 	defer smp.Close()
 	batch := NewBatch(c.nBat)
 	defer batch.Free()
-	c.RemoveSeq(0, 0, -1)
-	res.PromptTokens = len(prompt)
+	// At least the prompt's last token is decoded: its logits give the first answer token.
+	cached := max(0, min(opt.Cached, len(prompt)-1))
+	if cached == 0 || !c.RemoveSeq(0, cached, -1) {
+		c.RemoveSeq(0, 0, -1)
+		cached = 0
+	}
+	res.PromptTokens, res.CachedTokens = len(prompt), cached
+	seq := append(make([]Token, 0, len(prompt)+opt.MaxTokens), prompt...)
 
 	start := time.Now()
-	for i := 0; i < len(prompt); i += c.nBat {
+	for i := cached; i < len(prompt); i += c.nBat {
 		batch.Clear()
 		end := min(i+c.nBat, len(prompt))
 		for j := i; j < end; j++ {
@@ -89,7 +105,7 @@ func (c *Context) generate(ctx context.Context, prompt []Token, opt GenerateOpti
 	res.FinishReason = FinishLength
 	for {
 		if ctx.Err() != nil {
-			res.Text = string(text)
+			res.Text, res.Sequence = string(text), seq
 			return res, ctx.Err()
 		}
 		tok := smp.Sample(c, last)
@@ -116,9 +132,20 @@ func (c *Context) generate(ctx context.Context, prompt []Token, opt GenerateOpti
 			res.Text = string(text)
 			return res, err
 		}
+		seq = append(seq, tok)
 	}
 	out(stream.Flush())
 	res.GenTime = time.Since(genStart)
-	res.Text = string(text)
+	res.Text, res.Sequence = string(text), seq
 	return res, nil
+}
+
+// CommonPrefix is how many tokens a and b share from the start: what a sequence holding
+// a can keep for a prompt b.
+func CommonPrefix(a, b []Token) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
 }

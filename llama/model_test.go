@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -267,5 +268,40 @@ func TestLogitsAndKV(t *testing.T) {
 	b.Clear()
 	if err := ctx.Decode(b); err == nil {
 		t.Fatal("empty batch decoded")
+	}
+}
+
+// A chat's next turn keeps what the previous Generate left in the sequence: the answer is
+// the one a fresh prefill gives, and only the new tokens are decoded.
+func TestGenerateKeepsCachedPrefix(t *testing.T) {
+	m, ctx := newStoriesContext(t, ContextParams{NCtx: 256})
+	first, _ := m.Tokenize("Once upon a time", true, false)
+	res1, err := ctx.Generate(context.Background(), first, GenerateOptions{MaxTokens: 20}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res1.Sequence) != len(first)+res1.Tokens-1 || !slices.Equal(res1.Sequence[:len(first)], first) {
+		t.Fatalf("sequence of %d tokens after a %d-token prompt and %d generated", len(res1.Sequence), len(first), res1.Tokens)
+	}
+	more, _ := m.Tokenize(" Then the dog said", false, false)
+	next := append(slices.Clone(res1.Sequence), more...)
+	got, err := ctx.Generate(context.Background(), next, GenerateOptions{MaxTokens: 20, Cached: len(res1.Sequence)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.CachedTokens != len(res1.Sequence) {
+		t.Fatalf("kept %d tokens, want %d", got.CachedTokens, len(res1.Sequence))
+	}
+	want, err := ctx.Generate(context.Background(), next, GenerateOptions{MaxTokens: 20}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want.CachedTokens != 0 || got.Text != want.Text {
+		t.Fatalf("with the cached prefix %q, from scratch %q", got.Text, want.Text)
+	}
+	// A Cached count as long as the prompt still decodes its last token.
+	again, err := ctx.Generate(context.Background(), next, GenerateOptions{MaxTokens: 20, Cached: len(next) + 5}, nil)
+	if err != nil || again.CachedTokens != len(next)-1 {
+		t.Fatalf("cached %d of %d (%v)", again.CachedTokens, len(next), err)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/spf13/pflag"
+
 	"github.com/magicconch/conch/internal/outfile"
 	"github.com/magicconch/conch/llama"
 )
@@ -54,7 +56,67 @@ func parseLoraSpec(spec string) (string, float32, error) {
 	return spec, 1, nil
 }
 
-// renderChat renders a chat with the model's own template.
-func renderChat(m *llama.Model, msgs []llama.Message) (string, error) {
-	return m.ApplyChatTemplate("", msgs, true)
+// modelRun is what generate and chat load: a model, a context, adapters, and how to
+// sample.
+type modelRun struct {
+	model                       string
+	loras                       []string
+	ctxSize, threads, gpuLayers int
+	sampler                     llama.SamplerParams
+	seed                        int64
+}
+
+func (r *modelRun) addFlags(f *pflag.FlagSet, modelHelp string) {
+	f.StringVarP(&r.model, "model", "m", "", modelHelp)
+	f.StringArrayVar(&r.loras, "lora", nil, "LoRA adapter GGUF, optionally PATH:SCALE (repeatable)")
+	f.IntVarP(&r.ctxSize, "ctx-size", "c", 4096, "context size")
+	f.IntVarP(&r.threads, "threads", "t", 0, "threads (0: physical cores)")
+	f.IntVar(&r.gpuLayers, "gpu-layers", -1, "layers to offload to the GPU on a CUDA build (-1: all)")
+	f.Float32Var(&r.sampler.Temperature, "temp", 0, "temperature (0: greedy)")
+	f.Float32Var(&r.sampler.TopP, "top-p", 0, "top-p (nucleus) sampling")
+	f.IntVar(&r.sampler.TopK, "top-k", 0, "top-k sampling")
+	f.Float32Var(&r.sampler.MinP, "min-p", 0, "min-p sampling")
+	f.Float32Var(&r.sampler.RepeatPenalty, "repeat-penalty", 1, "repetition penalty (1: off)")
+	f.Float32Var(&r.sampler.FrequencyPenalty, "frequency-penalty", 0, "frequency penalty")
+	f.Float32Var(&r.sampler.PresencePenalty, "presence-penalty", 0, "presence penalty")
+	f.Int64Var(&r.seed, "seed", 1, "sampling seed")
+}
+
+// open loads the model with its adapters into a new context; close frees them all.
+func (r *modelRun) open() (m *llama.Model, lctx *llama.Context, close func(), err error) {
+	r.sampler.Seed = uint32(r.seed)
+	var closers []func()
+	close = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			close()
+		}
+	}()
+	if m, err = llama.LoadModel(r.model, llama.ModelParams{GPULayers: r.gpuLayers}); err != nil {
+		return nil, nil, nil, err
+	}
+	closers = append(closers, m.Close)
+	if lctx, err = llama.NewContext(m, llama.ContextParams{NCtx: r.ctxSize, Threads: r.threads}); err != nil {
+		return nil, nil, nil, err
+	}
+	closers = append(closers, lctx.Close)
+	for _, spec := range r.loras {
+		path, scale, perr := parseLoraSpec(spec)
+		if perr != nil {
+			return nil, nil, nil, perr
+		}
+		a, aerr := llama.LoadAdapter(m, path)
+		if aerr != nil {
+			return nil, nil, nil, aerr
+		}
+		closers = append(closers, a.Close)
+		if err = lctx.SetAdapter(a, scale); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	return m, lctx, close, nil
 }

@@ -5,6 +5,7 @@
 package demo
 
 import (
+	"context"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -12,6 +13,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/magicconch/conch/llama"
 )
 
 //go:embed assets
@@ -110,4 +113,24 @@ func WriteDataset(dir string) error {
 		}
 	}
 	return nil
+}
+
+// ServedModel is the built-in demo as one model file, for conchd and conch chat without a
+// model: the base with the trained adapter merged in (F32), written once into the
+// user's cache beside the extracted files.
+func ServedModel() (string, error) {
+	base, adapter, err := Materialize()
+	if err != nil || adapter == "" {
+		return base, err
+	}
+	merged := filepath.Join(filepath.Dir(base), "magic_conch-merged.gguf")
+	if _, err := os.Stat(merged); err == nil {
+		return merged, nil
+	}
+	_, err = llama.Merge(context.Background(), llama.MergeParams{Base: base, Output: merged, Type: "f32",
+		LoRAs: []llama.MergeLoRA{{Path: adapter, Scale: 1}}})
+	if err != nil {
+		return "", err
+	}
+	return merged, nil
 }

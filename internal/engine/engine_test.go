@@ -354,7 +354,7 @@ func TestPrefixSharedAcrossSlots(t *testing.T) {
 		t.Fatal("no output from the running request")
 	}
 	b := tokenize(t, m, system+"<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n")
-	shared := commonPrefix(tokenize(t, m, system+"<|im_start|>user\n讲个故事"), b)
+	shared := llama.CommonPrefix(tokenize(t, m, system+"<|im_start|>user\n讲个故事"), b)
 	got, res, err := run(t, e, Request{Prompt: b, MaxTokens: 12})
 	if err != nil {
 		t.Fatal(err)

@@ -138,15 +138,7 @@ func (e *Engine) reusable(s *slot, j *job) int {
 	if s.cacheAdapter != j.req.Adapter {
 		return 0
 	}
-	return commonPrefix(s.cache, j.req.Prompt)
-}
-
-func commonPrefix(a, b []llama.Token) int {
-	n := 0
-	for n < len(a) && n < len(b) && a[n] == b[n] {
-		n++
-	}
-	return n
+	return llama.CommonPrefix(s.cache, j.req.Prompt)
 }
 
 // start puts j into the free slot s.

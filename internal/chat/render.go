@@ -1,4 +1,6 @@
-package api
+// Package chat turns a conversation into prompt tokens the way a model expects them, for
+// inference: conchd's endpoints and conch's generate --chat and chat all ask through it.
+package chat
 
 import (
 	"strings"
@@ -8,11 +10,11 @@ import (
 	"github.com/magicconch/conch/llama"
 )
 
-// chatRenderer turns a chat into prompt tokens the way the model expects them: with the
+// Renderer turns a chat into prompt tokens the way the model expects them: with the
 // same template code fine-tuning used (internal/dataset), so a fine-tuned model is asked
 // in exactly the format it learned. A template that code does not recognise goes through
 // llama.cpp's built-in templates, and a model without any template gets plain text.
-type chatRenderer struct {
+type Renderer struct {
 	model *llama.Model
 	tmpl  *dataset.Template // nil: not recognised
 	stops []string          // template stop texts that are not single special tokens
@@ -21,8 +23,9 @@ type chatRenderer struct {
 	log   func(msg string, args ...any)
 }
 
-func newChatRenderer(m *llama.Model, log func(msg string, args ...any)) *chatRenderer {
-	r := &chatRenderer{model: m, log: log}
+// NewRenderer picks how to render chats for m; log hears why it falls back, if it does.
+func NewRenderer(m *llama.Model, log func(msg string, args ...any)) *Renderer {
+	r := &Renderer{model: m, log: log}
 	t, err := dataset.TemplateForModel(m.ChatTemplate(), m.Arch())
 	if err != nil {
 		log("chat template not recognised: using llama.cpp's template support", "err", err)
@@ -39,14 +42,15 @@ func newChatRenderer(m *llama.Model, log func(msg string, args ...any)) *chatRen
 	return r
 }
 
-// prompt is a rendered chat: its tokens and what ends the answer besides EOS.
-type prompt struct {
-	tokens     []llama.Token
-	stops      []string
-	stopTokens []llama.Token
+// Prompt is a rendered chat: its tokens and what ends the answer besides EOS.
+type Prompt struct {
+	Tokens     []llama.Token
+	Stops      []string
+	StopTokens []llama.Token
 }
 
-func (r *chatRenderer) render(msgs []llama.Message) (prompt, error) {
+// Render renders msgs and the start of the assistant's answer.
+func (r *Renderer) Render(msgs []llama.Message) (Prompt, error) {
 	if r.tmpl != nil {
 		c := dataset.Conversation{Messages: make([]dataset.Message, len(msgs))}
 		for i, m := range msgs {
@@ -54,9 +58,9 @@ func (r *chatRenderer) render(msgs []llama.Message) (prompt, error) {
 		}
 		ids, err := r.tmpl.EncodePrompt(r.model, c)
 		if err != nil {
-			return prompt{}, err
+			return Prompt{}, err
 		}
-		return prompt{tokens: ids, stops: r.stops, stopTokens: r.stopT}, nil
+		return Prompt{Tokens: ids, Stops: r.stops, StopTokens: r.stopT}, nil
 	}
 	text := plainPrompt(msgs)
 	if r.model.ChatTemplate() != "" {
@@ -67,8 +71,8 @@ func (r *chatRenderer) render(msgs []llama.Message) (prompt, error) {
 			r.warn.Do(func() { r.log("chat template not usable, using plain prompts", "err", err) })
 		}
 	}
-	toks, err := tokenize(r.model, text)
-	return prompt{tokens: toks}, err
+	toks, err := Tokenize(r.model, text)
+	return Prompt{Tokens: toks}, err
 }
 
 // plainPrompt is the fallback for models without a chat template: one user message is
@@ -86,10 +90,10 @@ func plainPrompt(msgs []llama.Message) string {
 	return strings.Join(parts, "\n\n")
 }
 
-// tokenize turns raw prompt text into tokens: special-token text (<|im_start|>) becomes
+// Tokenize turns raw prompt text into tokens: special-token text (<|im_start|>) becomes
 // the special token, and BOS is added when the model wants one but the text does not
 // already begin with it.
-func tokenize(m *llama.Model, text string) ([]llama.Token, error) {
+func Tokenize(m *llama.Model, text string) ([]llama.Token, error) {
 	toks, err := m.Tokenize(text, true, true)
 	if err != nil {
 		return nil, err
