@@ -2,6 +2,7 @@ package llama
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/magicconch/conch/internal/testmodel"
@@ -124,4 +125,22 @@ func TestGPUTrainerMatchesCPU(t *testing.T) {
 			})
 		}
 	}
+}
+
+// Nothing falls back to the CPU in silence: an operation the GPU backend cannot run
+// (CUDA's RMS_NORM_BACK on tiny-qwen3's 16-wide q/k norms) stops training with an error
+// that names it.
+func TestGPUTrainerRefusesWhatItCannotRun(t *testing.T) {
+	needGPU(t)
+	m := trLoad(t, trModel(t, "qwen3"))
+	tr, err := NewTrainer(m, TrainParams{Rank: 4, MaxSeqLen: 16, GPULayers: -1})
+	if err == nil {
+		defer tr.Close()
+		tokens := trTokens(12, m.VocabSize(), 1)
+		_, _, err = tr.Accumulate(tokens, trLabels(tokens))
+	}
+	if err == nil || !strings.Contains(err.Error(), "cannot run") {
+		t.Fatalf("error %v, want one naming the operation the GPU cannot run", err)
+	}
+	t.Log(err)
 }
