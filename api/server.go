@@ -24,6 +24,7 @@ type Config struct {
 	APIKeys          []string // accepted Bearer tokens; none: no auth
 	MaxBody          int64    // largest request body in bytes (default 1 MiB)
 	DefaultMaxTokens int      // answer length when a request sets none (0: until the context is full)
+	CORSOrigins      []string // web origins whose pages may call the API from a browser ("*": any; none: CORS off)
 	Logger           *slog.Logger
 }
 
@@ -58,6 +59,9 @@ func New(cfg Config) *Server {
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true // c.Done()/c.Err() follow the request: a gone client cancels
 	r.Use(s.recover(), s.observe(), s.limitBody())
+	if len(cfg.CORSOrigins) > 0 {
+		r.Use(corsMiddleware(cfg.CORSOrigins))
+	}
 	r.NoRoute(func(c *gin.Context) { abort(c, errNotFound("no route "+c.Request.Method+" "+c.Request.URL.Path)) })
 	r.NoMethod(func(c *gin.Context) {
 		abort(c, &apiError{Status: http.StatusMethodNotAllowed, Type: typeInvalid, Message: "method " + c.Request.Method + " not allowed on " + c.Request.URL.Path})

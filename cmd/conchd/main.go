@@ -78,6 +78,7 @@ environment, which wins over the file.`,
 	f.Bool("flash-attn", true, "flash attention: much faster with several requests at once (--flash-attn=false: off)")
 	f.Int("queue", 64, "requests that may wait for a slot; more get 503")
 	f.Int("max-tokens", 0, "answer length for requests that set none (0: until the context is full)")
+	f.StringArray("cors-origin", nil, "web origin whose pages may call the API from a browser, e.g. http://localhost:3000 (repeatable; * for any)")
 	f.StringArray("api-key", nil, "accepted API key, sent as Authorization: Bearer KEY (repeatable; none: no auth)")
 	f.String("max-body", "1MiB", "largest request body (bytes, or with KiB/MiB)")
 	f.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish")
@@ -103,6 +104,7 @@ type settings struct {
 	Queue           int
 	MaxTokens       int
 	APIKeys         []string
+	CORSOrigins     []string
 	MaxBody         int64
 	ShutdownTimeout time.Duration
 	LogLevel        string
@@ -145,6 +147,7 @@ func loadSettings(v *viper.Viper, f *pflag.FlagSet) (settings, error) {
 		Queue:           v.GetInt("queue"),
 		MaxTokens:       v.GetInt("max-tokens"),
 		APIKeys:         stringList(v, "api-key"),
+		CORSOrigins:     stringList(v, "cors-origin"),
 		MaxBody:         maxBody,
 		ShutdownTimeout: v.GetDuration("shutdown-timeout"),
 		LogLevel:        v.GetString("log-level"),

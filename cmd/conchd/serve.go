@@ -48,7 +48,7 @@ func serve(ctx context.Context, st settings, ready func(addr string)) error {
 
 	srv := api.New(api.Config{
 		ModelName: st.ModelName, APIKeys: st.APIKeys, MaxBody: st.MaxBody,
-		DefaultMaxTokens: st.MaxTokens, Logger: log,
+		DefaultMaxTokens: st.MaxTokens, CORSOrigins: st.CORSOrigins, Logger: log,
 	})
 	ln, err := net.Listen("tcp", net.JoinHostPort(st.Host, strconv.Itoa(st.Port)))
 	if err != nil {
