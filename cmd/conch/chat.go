@@ -42,6 +42,9 @@ When the input is not a terminal, every line is one message, for scripts.`,
 					return err
 				}
 				run.model = m
+				if isTerminal(os.Stdin) {
+					fmt.Fprintln(os.Stderr, "(the built-in magic conch, a tiny demo model: chat with your own with -m MODEL.gguf)")
+				}
 			}
 			m, lctx, closeAll, err := run.open()
 			if err != nil {
