@@ -19,9 +19,10 @@ all: native
 cuda:
 	$(MAKE) CUDA=ON all
 
-# cmake only rebuilds what changed; the stamp records which backend was configured.
+# cmake only rebuilds what changed; it is configured again when the backend changes or
+# CMAKE_ARGS are given (make cuda CMAKE_ARGS=-DCMAKE_CUDA_ARCHITECTURES=90).
 native:
-	@if [ ! -f $(BUILD)/CMakeCache.txt ] || ! grep -q "CONCH_CUDA:BOOL=$(CUDA)" $(BUILD)/CMakeCache.txt; then \
+	@if [ ! -f $(BUILD)/CMakeCache.txt ] || ! grep -q "CONCH_CUDA:BOOL=$(CUDA)" $(BUILD)/CMakeCache.txt || [ -n "$(CMAKE_ARGS)" ]; then \
 	  cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DOLLAMA_DIR="$(OLLAMA_DIR)" -DCONCH_CUDA=$(CUDA) $(CMAKE_ARGS) >/dev/null; fi
 	@cmake --build $(BUILD) -j$(JOBS) 2>&1 | grep -Ev '^(\[|gmake)' || true
 	@test -f $(BUILD)/lib/libconch.a || { echo "native build failed"; exit 1; }
