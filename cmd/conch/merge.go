@@ -17,9 +17,8 @@ func init() {
 		force, quiet       bool
 	)
 	cmd := &cobra.Command{
-		Aliases: []string{"export"},
-		Use:     "merge --model BASE.gguf --lora ADAPTER.gguf[:SCALE] --output OUT.gguf [--type TYPE]",
-		Short:   "Fold LoRA adapters into the base model and write a standalone GGUF",
+		Use:   "merge --model BASE.gguf --lora ADAPTER.gguf[:SCALE] --output OUT.gguf [--type TYPE]",
+		Short: "Fold LoRA adapters into the base model and write a standalone GGUF",
 		Long: `merge computes W' = W + scale·(alpha/r)·B·A for every weight an adapter touches, in F32
 from the dequantised base, one tensor at a time, and writes a model llama.cpp, Ollama and
 conchd load directly. Every base key (tokenizer, chat template, rope settings) is kept;

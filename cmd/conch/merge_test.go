@@ -160,3 +160,43 @@ func TestSecondInterruptQuitsAndCleansUp(t *testing.T) {
 		t.Fatalf("output: %s", out.String())
 	}
 }
+
+// conch export reads LLaMA-Factory's export YAML; what it cannot honour is an error.
+func TestExportConfigCLI(t *testing.T) {
+	base := testmodel.Cached(t, testmodel.Tiny("llama"))
+	dir := t.TempDir()
+	ad := filepath.Join(dir, "adapter.gguf")
+	if err := testmodel.WriteAdapter(ad, base, testmodel.AdapterSpec{Rank: 4, Seed: 2}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "merge.yaml")
+	os.WriteFile(cfg, []byte("### model\nmodel_name_or_path: "+base+"\nadapter_name_or_path: "+ad+
+		"\ntemplate: llama3\nfinetuning_type: lora\n\n### export\nexport_dir: "+filepath.Join(dir, "models", "conch_sft")+
+		"\nexport_size: 5\nexport_device: cpu\nexport_legacy_format: false\nexport_quantization_bit: 8\n"), 0o644)
+	out, code := conch(t, "export", "-q", "--config", cfg)
+	if code != 0 {
+		t.Fatalf("export: exit %d: %s", code, out)
+	}
+	g, err := llama.Inspect(filepath.Join(dir, "models", "conch_sft", "conch_sft-q8_0.gguf"))
+	if err != nil {
+		t.Fatalf("%v (output: %s)", err, out)
+	}
+	if wt, _ := g.Tensor("blk.0.attn_q.weight"); wt.TypeName() != "q8_0" {
+		t.Fatalf("attn_q is %s", wt.TypeName())
+	}
+	// a flag wins over the file
+	if out, code := conch(t, "export", "-q", "--config", cfg, "--type", "f16", "-o", filepath.Join(dir, "f16.gguf")); code != 0 || !strings.Contains(out, "f16") {
+		t.Fatalf("export with flags: exit %d: %s", code, out)
+	}
+	for bad, want := range map[string]string{
+		"export_quantization_bit: 3\n": "export_quantization_bit 3",
+		"finetuning_type: full\n":      "only LoRA",
+		"export_dri: x\n":              `unknown setting "export_dri"`,
+	} {
+		p := filepath.Join(dir, "bad.yaml")
+		os.WriteFile(p, []byte("model_name_or_path: "+base+"\nadapter_name_or_path: "+ad+"\n"+bad), 0o644)
+		if out, code := conch(t, "export", "--config", p, "-o", filepath.Join(dir, "bad.gguf")); code != 1 || !strings.Contains(out, want) {
+			t.Errorf("%q: exit %d: %s", bad, code, out)
+		}
+	}
+}

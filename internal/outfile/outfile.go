@@ -78,17 +78,22 @@ func Create(final string, force bool, need int64) (*File, error) {
 
 // Sibling reserves another temporary file beside the output, for an intermediate step;
 // the caller removes it (RemovePending does too).
-func (p *File) Sibling(tag string) (string, error) {
-	f, err := os.CreateTemp(p.Dir, "."+filepath.Base(p.Final)+".*."+tag)
+func (p *File) Sibling(tag string) (string, error) { return Scratch(p.Final, tag) }
+
+// Scratch reserves a hidden temporary file beside final (which need not exist yet), for
+// an intermediate result; the caller removes it with Remove (RemovePending does too).
+func Scratch(final, tag string) (string, error) {
+	dir := filepath.Dir(final)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(final)+".*."+tag)
 	if err != nil {
-		return "", fmt.Errorf("cannot write to %s: %w", p.Dir, Unwrap(err))
+		return "", fmt.Errorf("cannot write to %s: %w", dir, Unwrap(err))
 	}
 	track(f.Name(), true)
 	f.Close()
 	return f.Name(), nil
 }
 
-// Remove deletes a sibling.
+// Remove deletes a sibling or scratch file.
 func Remove(path string) {
 	os.Remove(path)
 	track(path, false)
