@@ -39,6 +39,19 @@ const probe = "Hello, Conch! 你好 123"
 
 // logits decodes ids with the model at path (and optional runtime adapters) and returns
 // the logits of every position.
+// hfAndBase writes a Hugging Face folder for a test model of arch and converts it to
+// base.gguf in a folder of its own; it returns both paths.
+func hfAndBase(t *testing.T, arch string) (hf, base string) {
+	t.Helper()
+	hf = t.TempDir()
+	exportHF(t, testmodel.Cached(t, roundTripSpec(arch)), hf, 1<<30)
+	base = filepath.Join(t.TempDir(), "base.gguf")
+	if _, err := convert.Model(context.Background(), hf, base, convert.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return hf, base
+}
+
 func logits(t *testing.T, path string, ids []llama.Token, adapters ...string) [][]float32 {
 	t.Helper()
 	m, err := llama.LoadModel(path, llama.ModelParams{})
@@ -383,13 +396,8 @@ func TestConvertPEFTAdapter(t *testing.T) {
 		rslora bool
 	}{{"llama", false}, {"qwen2", true}} {
 		t.Run(tc.arch, func(t *testing.T) {
-			hf := t.TempDir()
-			exportHF(t, testmodel.Cached(t, roundTripSpec(tc.arch)), hf, 1<<30)
+			hf, base := hfAndBase(t, tc.arch)
 			tmp := t.TempDir()
-			base := filepath.Join(tmp, "base.gguf")
-			if _, err := convert.Model(context.Background(), hf, base, convert.Options{}); err != nil {
-				t.Fatal(err)
-			}
 			peft := filepath.Join(tmp, "lora")
 			os.Mkdir(peft, 0o755)
 			deltas := peftAdapter(t, hf, peft, 8, 16, tc.rslora, 11)
@@ -421,13 +429,8 @@ func TestConvertPEFTAdapter(t *testing.T) {
 
 // Each bad input gives one clear line, a non-zero result, and leaves nothing behind.
 func TestConvertBadInput(t *testing.T) {
-	good := t.TempDir()
-	exportHF(t, testmodel.Cached(t, roundTripSpec("qwen3")), good, 1<<30)
-	baseOut := t.TempDir()
-	base := filepath.Join(baseOut, "base.gguf")
-	if _, err := convert.Model(context.Background(), good, base, convert.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	good, base := hfAndBase(t, "qwen3")
+	baseOut := filepath.Dir(base)
 	variant := func(mut func(dir string)) string {
 		d := t.TempDir()
 		for _, f := range []string{"config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"} {
@@ -440,12 +443,7 @@ func TestConvertBadInput(t *testing.T) {
 	stSize := len(mustRead(t, st))
 	peft := t.TempDir()
 	peftAdapter(t, good, peft, 4, 8, false, 1)
-	other := t.TempDir()
-	exportHF(t, testmodel.Cached(t, roundTripSpec("llama")), other, 1<<30)
-	otherBase := filepath.Join(t.TempDir(), "llama.gguf")
-	if _, err := convert.Model(context.Background(), other, otherBase, convert.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	_, otherBase := hfAndBase(t, "llama")
 	bigQwen := testmodel.Tiny("qwen3")
 	bigQwen.NEmbd, bigQwen.Name, bigQwen.Type = 64, "tiny-qwen3-64", "f16"
 	otherQwen := testmodel.Cached(t, bigQwen)

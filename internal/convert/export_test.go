@@ -7,19 +7,13 @@ import (
 	"testing"
 
 	"github.com/magicconch/conch/internal/convert"
-	"github.com/magicconch/conch/internal/testmodel"
 )
 
 // LLaMA-Factory's export from its own outputs: a Hugging Face base and a PEFT adapter go
 // in as folders, one GGUF comes out, and it answers as the adapter applied at run time.
 func TestExportFromFolders(t *testing.T) {
-	hf := t.TempDir()
-	exportHF(t, testmodel.Cached(t, roundTripSpec("qwen2")), hf, 1<<30)
+	hf, base := hfAndBase(t, "qwen2")
 	tmp := t.TempDir()
-	base := filepath.Join(tmp, "base.gguf")
-	if _, err := convert.Model(context.Background(), hf, base, convert.Options{}); err != nil {
-		t.Fatal(err)
-	}
 	peft := filepath.Join(tmp, "lora")
 	os.Mkdir(peft, 0o755)
 	peftAdapter(t, hf, peft, 8, 16, false, 5)
