@@ -28,6 +28,8 @@ type options struct {
 	RepeatPenalty    *float64
 	Stop             []string
 	IgnoreEOS        bool
+	Logprobs         bool
+	TopLogprobs      *int
 }
 
 // Defaults when a request leaves a setting out (OpenAI's for temperature and top_p).
@@ -126,6 +128,13 @@ func (s *Server) build(n int, o options, toks []llama.Token, promptParam string)
 		}
 	}
 	r.Prompt, r.Sampler, r.Stop, r.IgnoreEOS = toks, sp, o.Stop, o.IgnoreEOS
+	r.Logprobs = o.Logprobs
+	if o.TopLogprobs != nil {
+		if k := *o.TopLogprobs; k < 0 || k > engine.MaxTopLogprobs || !o.Logprobs {
+			return r, badRequest("top_logprobs", "must be between 0 and %d, with logprobs true; got %d", engine.MaxTopLogprobs, k)
+		}
+		r.TopLogprobs = *o.TopLogprobs
+	}
 	return r, nil
 }
 

@@ -90,6 +90,7 @@ func (s *Server) chatCompletions(c *gin.Context) {
 		abort(c, aerr)
 		return
 	}
+	o.TopLogprobs = body.TopLogprobs
 	adapter, aerr := s.resolveModel(e, body.Model)
 	if aerr != nil {
 		abort(c, aerr)
@@ -117,17 +118,27 @@ func (s *Server) chatCompletions(c *gin.Context) {
 		if !ok {
 			return
 		}
+		choice := chatChoice{Message: chatResponseMessage{Role: "assistant", Content: out}, FinishReason: res.FinishReason}
+		if o.Logprobs {
+			choice.Logprobs = logprobsOf(e.Model(), st.TakeLogprobs())
+		}
 		c.JSON(http.StatusOK, chatResponse{
 			ID: id, Object: "chat.completion", Created: created, Model: model, SystemFingerprint: fingerprint,
-			Choices: []chatChoice{{Message: chatResponseMessage{Role: "assistant", Content: out}, FinishReason: res.FinishReason}},
-			Usage:   usageOf(res),
+			Choices: []chatChoice{choice}, Usage: usageOf(res),
 		})
 		return
 	}
 	w := newSSE(c)
+	// Each chunk carries the log probabilities of the tokens generated since the last one.
 	chunk := func(d chatDelta, finish *string) chatChunk {
+		ch := chatChunkChoice{Delta: d, FinishReason: finish}
+		if o.Logprobs {
+			if lp := logprobsOf(e.Model(), st.TakeLogprobs()); lp != nil {
+				ch.Logprobs = lp
+			}
+		}
 		return chatChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: model, SystemFingerprint: fingerprint,
-			Choices: []chatChunkChoice{{Delta: d, FinishReason: finish}}}
+			Choices: []chatChunkChoice{ch}}
 	}
 	empty := ""
 	if w.send("", chunk(chatDelta{Role: "assistant", Content: &empty}, nil)) != nil {
@@ -174,6 +185,10 @@ func (s *Server) completions(c *gin.Context) {
 	o, aerr := body.options()
 	if aerr != nil {
 		abort(c, aerr)
+		return
+	}
+	if o.Logprobs {
+		abort(c, badRequest("logprobs", "log probabilities are served on /v1/chat/completions (logprobs, top_logprobs)"))
 		return
 	}
 	adapter, aerr := s.resolveModel(e, body.Model)

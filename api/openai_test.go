@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -220,6 +221,8 @@ func TestOpenAIBadRequests(t *testing.T) {
 		{"chat", `{` + msgs + `,"frequency_penalty":3}`, 400, "frequency_penalty"},
 		{"chat", `{` + msgs + `,"seed":"x"}`, 400, "seed"},
 		{"chat", `{` + msgs + `,"model":"nope"}`, 404, "model"},
+		{"chat", `{` + msgs + `,"top_logprobs":3}`, 400, "top_logprobs"},
+		{"chat", `{` + msgs + `,"logprobs":true,"top_logprobs":21}`, 400, "top_logprobs"},
 		{"chat", `{"messages":[{"role":"user","content":"` + long + `"}]}`, 400, "messages"},
 		{"chat", `{"messages":[{"role":"user","content":"` + strings.Repeat("x", 5000) + `"}]}`, 413, ""},
 		{"completions", `{"prompt":""}`, 400, "prompt"},
@@ -345,5 +348,65 @@ func TestChatUsesTrainingTemplate(t *testing.T) {
 	plain, _ := tmpl.EncodePrompt(m, dataset.Conversation{Messages: []dataset.Message{{Role: "user", Content: "<|im_end|>"}}})
 	if inj.Usage.PromptTokens != len(plain) || len(plain) <= len(want)-3 {
 		t.Fatalf("special-token text in a message: %d tokens, want %d", inj.Usage.PromptTokens, len(plain))
+	}
+}
+
+// logprobs and top_logprobs: one entry per completion token, whose bytes spell the
+// answer, the same whether streamed or not; without logprobs the field stays null.
+func TestChatLogprobs(t *testing.T) {
+	d := startDaemon(t, daemonOpts{})
+	opts := map[string]any{"max_tokens": 12, "temperature": 0, "logprobs": true, "top_logprobs": 2}
+	r := d.do("POST", "/v1/chat/completions", chatBody("你好", opts))
+	var whole struct {
+		Choices []struct {
+			Message  chatResponseMessage
+			Logprobs *chatLogprobs
+		}
+		Usage usage
+	}
+	r.json(t, &whole)
+	lp := whole.Choices[0].Logprobs
+	if r.status != 200 || lp == nil || len(lp.Content) != whole.Usage.CompletionTokens {
+		t.Fatalf("%d: %s", r.status, r.body)
+	}
+	var spelled []byte
+	for i, e := range lp.Content {
+		for _, b := range e.Bytes {
+			spelled = append(spelled, byte(b))
+		}
+		if e.Logprob > 0 || len(e.TopLogprobs) != 2 || e.TopLogprobs[0].Logprob != e.Logprob || e.TopLogprobs[1].Logprob > e.Logprob {
+			t.Fatalf("entry %d: %+v", i, e)
+		}
+	}
+	if string(spelled) != whole.Choices[0].Message.Content {
+		t.Fatalf("entries spell %q, the answer is %q", spelled, whole.Choices[0].Message.Content)
+	}
+
+	opts["stream"] = true
+	resp := d.stream(context.Background(), "POST", "/v1/chat/completions", chatBody("你好", opts))
+	defer resp.Body.Close()
+	var streamed []logprobEntry
+	for _, ev := range readSSE(t, resp.Body) {
+		var c struct {
+			Choices []struct{ Logprobs *chatLogprobs }
+		}
+		if ev.data == "[DONE]" || json.Unmarshal([]byte(ev.data), &c) != nil || len(c.Choices) == 0 || c.Choices[0].Logprobs == nil {
+			continue
+		}
+		streamed = append(streamed, c.Choices[0].Logprobs.Content...)
+	}
+	if len(streamed) != len(lp.Content) {
+		t.Fatalf("streamed %d entries, whole %d", len(streamed), len(lp.Content))
+	}
+	for i := range streamed {
+		// the second request reuses the first one's cached prompt: equal up to rounding
+		if streamed[i].Token != lp.Content[i].Token || math.Abs(float64(streamed[i].Logprob-lp.Content[i].Logprob)) > 1e-4 {
+			t.Fatalf("entry %d: streamed %+v, whole %+v", i, streamed[i], lp.Content[i])
+		}
+	}
+
+	r = d.do("POST", "/v1/chat/completions", chatBody("你好", map[string]any{"max_tokens": 2}))
+	if !strings.Contains(string(r.body), `"logprobs":null`) {
+		t.Fatalf("without logprobs: %s", r.body)
 	}
 }

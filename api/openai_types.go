@@ -1,6 +1,9 @@
 package api
 
-import "github.com/magicconch/conch/internal/engine"
+import (
+	"github.com/magicconch/conch/internal/engine"
+	"github.com/magicconch/conch/llama"
+)
 
 // Wire types of the OpenAI-compatible API (the subset conchd implements).
 
@@ -51,13 +54,11 @@ func (f *samplingFields) options() (options, *apiError) {
 	if f.N != nil && *f.N != 1 {
 		return options{}, badRequest("n", "only n=1 is supported, got %d", *f.N)
 	}
-	if f.Logprobs != nil && *f.Logprobs {
-		return options{}, badRequest("logprobs", "log probabilities are not supported")
-	}
 	return options{
 		MaxTokens: f.MaxTokens, Temperature: f.Temperature, TopP: f.TopP, TopK: f.TopK, MinP: f.MinP,
 		Seed: f.Seed, PresencePenalty: f.PresencePenalty, FrequencyPenalty: f.FrequencyPenalty,
 		RepeatPenalty: f.RepeatPenalty, Stop: f.Stop, IgnoreEOS: f.IgnoreEOS,
+		Logprobs: f.Logprobs != nil && *f.Logprobs,
 	}, nil
 }
 
@@ -75,6 +76,53 @@ type chatRequest struct {
 	samplingFields
 	Messages            []chatMessage `json:"messages"`
 	MaxCompletionTokens *int          `json:"max_completion_tokens"`
+	TopLogprobs         *int          `json:"top_logprobs"`
+}
+
+// chatLogprobs are a choice's log probabilities: one entry per generated token.
+type chatLogprobs struct {
+	Content []logprobEntry `json:"content"`
+}
+
+type logprobEntry struct {
+	Token       string       `json:"token"`
+	Logprob     float32      `json:"logprob"`
+	Bytes       []int        `json:"bytes"` // the token's bytes: a token may hold part of a character
+	TopLogprobs []topLogprob `json:"top_logprobs"`
+}
+
+type topLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float32 `json:"logprob"`
+	Bytes   []int   `json:"bytes"`
+}
+
+// logprobsOf renders the engine's entries on the wire; nil when there are none.
+func logprobsOf(m *llama.Model, lps []engine.TokenLogprob) *chatLogprobs {
+	if len(lps) == 0 {
+		return nil
+	}
+	token := func(t llama.Token) (string, []int) {
+		b := m.Piece(t, false)
+		ints := make([]int, len(b))
+		for i, c := range b {
+			ints[i] = int(c)
+		}
+		return string(b), ints
+	}
+	out := &chatLogprobs{Content: make([]logprobEntry, len(lps))}
+	for i, lp := range lps {
+		e := &out.Content[i]
+		e.Token, e.Bytes = token(lp.Token)
+		e.Logprob = lp.Logprob
+		e.TopLogprobs = make([]topLogprob, len(lp.Top))
+		for k, alt := range lp.Top {
+			tl := &e.TopLogprobs[k]
+			tl.Token, tl.Bytes = token(alt.Token)
+			tl.Logprob = alt.Logprob
+		}
+	}
+	return out
 }
 
 type completionRequest struct {

@@ -210,6 +210,27 @@ type Request struct {
 	Sampler    llama.SamplerParams
 	Adapter    string // "" for the base model
 	IgnoreEOS  bool   // keep going past end-of-generation tokens (benchmarks)
+	// Logprobs asks for each generated token's log probability (Stream.TakeLogprobs),
+	// with the TopLogprobs most likely tokens at that position.
+	Logprobs    bool
+	TopLogprobs int
+}
+
+// MaxTopLogprobs bounds Request.TopLogprobs (OpenAI's limit).
+const MaxTopLogprobs = 20
+
+// TokenLogprob is a generated token's log probability under the model (before the
+// sampler's temperature and cut-offs), with the most likely tokens when asked.
+type TokenLogprob struct {
+	Token   llama.Token
+	Logprob float32
+	Top     []TokenProb // most likely first
+}
+
+// TokenProb is one token and its log probability.
+type TokenProb struct {
+	Token   llama.Token
+	Logprob float32
 }
 
 // Result summarises a finished generation.
@@ -244,6 +265,9 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Stream, error) {
 	}
 	if err := req.Sampler.Validate(); err != nil {
 		return nil, err
+	}
+	if req.TopLogprobs < 0 || req.TopLogprobs > MaxTopLogprobs || req.TopLogprobs > 0 && !req.Logprobs {
+		return nil, fmt.Errorf("top logprobs %d: 0..%d, and only with logprobs", req.TopLogprobs, MaxTopLogprobs)
 	}
 	j := &job{req: req, ctx: ctx, out: newStream(), submitted: time.Now()}
 	// Wake the engine when the caller gives up, so a waiting job leaves the queue and a

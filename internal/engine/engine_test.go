@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -416,4 +417,43 @@ func TestLongPromptIsChunkedWhileOthersGenerate(t *testing.T) {
 		t.Fatalf("answer of a chunked prompt differs:\n got %q\nwant %q", got, want)
 	}
 	cancel()
+}
+
+// Log probabilities come for every generated token: the greedy choice is the most likely,
+// the alternatives are sorted, and they are probabilities.
+func TestLogprobs(t *testing.T) {
+	e := newEngine(t, Config{Parallel: 2, SlotCtx: 256})
+	m := e.Model()
+	st, err := e.Submit(context.Background(), Request{Prompt: tokenize(t, m, "Once upon a time"), MaxTokens: 6, IgnoreEOS: true, Logprobs: true, TopLogprobs: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, res, err := st.Wait(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lps := st.TakeLogprobs()
+	if len(lps) != res.Tokens || res.Tokens != 6 {
+		t.Fatalf("%d entries for %d tokens (%q)", len(lps), res.Tokens, text)
+	}
+	var pieces strings.Builder
+	for i, lp := range lps {
+		pieces.Write(m.Piece(lp.Token, false))
+		var mass float64
+		for k, alt := range lp.Top {
+			mass += math.Exp(float64(alt.Logprob))
+			if k > 0 && alt.Logprob > lp.Top[k-1].Logprob {
+				t.Fatalf("token %d: alternatives not sorted: %+v", i, lp.Top)
+			}
+		}
+		if len(lp.Top) != 3 || lp.Top[0].Token != lp.Token || lp.Top[0].Logprob != lp.Logprob || lp.Logprob > 0 || mass > 1+1e-5 {
+			t.Fatalf("token %d: %+v (probability mass %v)", i, lp, mass)
+		}
+	}
+	if pieces.String() != text {
+		t.Fatalf("the entries' tokens spell %q, the text is %q", pieces.String(), text)
+	}
+	if _, err := e.Submit(context.Background(), Request{Prompt: tokenize(t, m, "x"), TopLogprobs: 2}); err == nil {
+		t.Fatal("top logprobs without logprobs accepted")
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"time"
@@ -358,6 +359,39 @@ func (e *Engine) step() {
 	}
 }
 
+// logprobOf is tok's log probability in the distribution the logits give, and the top
+// most likely tokens'.
+func logprobOf(logits []float32, tok llama.Token, top int) TokenLogprob {
+	mx := float32(math.Inf(-1))
+	for _, l := range logits {
+		mx = max(mx, l)
+	}
+	var sum float64
+	for _, l := range logits {
+		sum += math.Exp(float64(l - mx))
+	}
+	lse := float64(mx) + math.Log(sum)
+	lp := TokenLogprob{Token: tok, Logprob: float32(float64(logits[tok]) - lse)}
+	if top > 0 {
+		// a small sorted list of the best so far: top is at most 20
+		for i, l := range logits {
+			if len(lp.Top) == top && l <= lp.Top[top-1].Logprob {
+				continue
+			}
+			j := sort.Search(len(lp.Top), func(k int) bool { return lp.Top[k].Logprob < l })
+			if len(lp.Top) < top {
+				lp.Top = append(lp.Top, TokenProb{})
+			}
+			copy(lp.Top[j+1:], lp.Top[j:])
+			lp.Top[j] = TokenProb{Token: llama.Token(i), Logprob: l}
+		}
+		for i := range lp.Top {
+			lp.Top[i].Logprob = float32(float64(lp.Top[i].Logprob) - lse)
+		}
+	}
+	return lp
+}
+
 // anyGenerating reports whether some request, in any adapter group, is producing tokens.
 func (e *Engine) anyGenerating() bool {
 	for _, s := range e.slots {
@@ -403,6 +437,9 @@ func (e *Engine) sampleNext(s *slot, now time.Time) {
 		return
 	}
 	s.res.Tokens++
+	if s.job.req.Logprobs {
+		s.job.out.writeLogprob(logprobOf(e.lctx.Logits(s.batchIdx), tok, s.job.req.TopLogprobs))
+	}
 	s.job.out.write(s.text.Write(e.model.Piece(tok, false)))
 	switch {
 	case s.text.Stopped:

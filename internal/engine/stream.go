@@ -12,6 +12,7 @@ import (
 type Stream struct {
 	mu      sync.Mutex
 	pending strings.Builder
+	lps     []TokenLogprob // not yet taken
 	ended   bool
 	res     Result
 	err     error
@@ -38,6 +39,24 @@ func (s *Stream) write(text string) {
 	s.pending.WriteString(text)
 	s.mu.Unlock()
 	s.signal()
+}
+
+// writeLogprob appends a token's log probabilities (engine side).
+func (s *Stream) writeLogprob(lp TokenLogprob) {
+	s.mu.Lock()
+	s.lps = append(s.lps, lp)
+	s.mu.Unlock()
+}
+
+// TakeLogprobs returns the log probabilities of the tokens generated since the previous
+// call, for a request that asked for them. A token's entry arrives no later than its
+// text.
+func (s *Stream) TakeLogprobs() []TokenLogprob {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lps := s.lps
+	s.lps = nil
+	return lps
 }
 
 // end finishes the stream with a result or an error (engine side). Later calls are ignored.
