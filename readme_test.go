@@ -72,19 +72,10 @@ func stripComment(line string) string {
 func build(t *testing.T, dir, pkg string) string {
 	t.Helper()
 	out := filepath.Join(dir, filepath.Base(pkg))
-	if b, err := exec.Command("go", "build", "-tags", buildTags(), "-o", out, pkg).CombinedOutput(); err != nil {
+	if b, err := exec.Command("go", "build", "-tags", llama.BuildTags, "-o", out, pkg).CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}
 	return out
-}
-
-// buildTags are the tags this test binary was built with: a CUDA build's native
-// libraries link only with -tags cuda.
-func buildTags() string {
-	if llama.CUDABuild {
-		return "cuda"
-	}
-	return ""
 }
 
 var flagRE = regexp.MustCompile(`(?:^|\s)(--[a-z][a-z0-9-]*)`)

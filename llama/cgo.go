@@ -6,5 +6,6 @@ package llama
 // #cgo LDFLAGS: -L${SRCDIR}/../build/lib -lconch -lllama -lggml -lggml-cpu -lggml-base -lstdc++ -lm -fopenmp -lpthread -ldl
 import "C"
 
-// CUDABuild reports whether this build has ggml's CUDA backend (make cuda, -tags cuda).
-const CUDABuild = false
+// BuildTags are the go build tags this build of the library needs ("cuda" after make
+// cuda): programs and tests that build a binary against build/lib pass them on.
+const BuildTags = ""

@@ -12,5 +12,6 @@ package llama
 // #cgo LDFLAGS: -lstdc++ -lm -fopenmp -lpthread -ldl -lrt
 import "C"
 
-// CUDABuild reports whether this build has ggml's CUDA backend (make cuda, -tags cuda).
-const CUDABuild = true
+// BuildTags are the go build tags this build of the library needs ("cuda" after make
+// cuda): programs and tests that build a binary against build/lib pass them on.
+const BuildTags = "cuda"

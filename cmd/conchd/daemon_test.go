@@ -44,11 +44,7 @@ func conchdBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "conchd")
-		tags := ""
-		if llama.CUDABuild {
-			tags = "cuda" // the native libraries of a CUDA build link only with it
-		}
-		out, err := exec.Command("go", "build", "-tags", tags, "-o", binPath, ".").CombinedOutput()
+		out, err := exec.Command("go", "build", "-tags", llama.BuildTags, "-o", binPath, ".").CombinedOutput()
 		if err != nil {
 			buildErr = errors.New("go build: " + string(out))
 		}
