@@ -171,16 +171,7 @@ func trLogitsParity(t *testing.T, model string, targets []string, gpuLayers int)
 
 	// Random A and B, saved as an adapter and applied by llama.cpp: pins tensor
 	// names, orientation and the alpha/r scale.
-	r := rand.New(rand.NewPCG(3, 4))
-	for _, name := range tr.Params() {
-		v := tr.Get(name)
-		for i := range v {
-			v[i] = float32(r.NormFloat64() * 0.05)
-		}
-		if err := tr.Set(name, v); err != nil {
-			t.Fatal(err)
-		}
-	}
+	trRandomize(t, tr, 3, 0.05)
 	got, err = tr.Logits(tokens)
 	if err != nil {
 		t.Fatal(err)
