@@ -29,9 +29,17 @@ int conch_gpu_count(void);
  * there is no such GPU. */
 int conch_gpu_info(int index, const char ** name, uint64_t * free, uint64_t * total);
 
-/* ---- adapters at run time ---- */
+/* ---- CPU threads ---- */
 
 struct llama_context;
+struct ggml_threadpool;
+/* Starts a pool of n_threads CPU threads (the calling thread is one of them) and attaches
+ * it to ctx for every decode; null on failure. Free it after llama_free(ctx). */
+struct ggml_threadpool * conch_threads_attach(struct llama_context * ctx, int n_threads);
+void conch_threads_free(struct ggml_threadpool * tp);
+
+/* ---- adapters at run time ---- */
+
 struct llama_adapter_lora;
 /* Set, remove or clear LoRA adapters on a context, making sure the next decode uses the
  * new set (llama.cpp would otherwise reuse a graph built for the old one). */

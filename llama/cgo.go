@@ -3,7 +3,7 @@
 package llama
 
 // #cgo CFLAGS: -I${SRCDIR}/../build/include
-// #cgo LDFLAGS: -L${SRCDIR}/../build/lib -lconch -lllama -lggml -lggml-cpu -lggml-base -lstdc++ -lm -fopenmp -lpthread -ldl
+// #cgo LDFLAGS: -L${SRCDIR}/../build/lib -lconch -lllama -lggml -lggml-cpu -lggml-base -lstdc++ -lm -lpthread -ldl
 import "C"
 
 // BuildTags are the go build tags this build of the library needs ("cuda" after make

@@ -9,7 +9,7 @@ package llama
 // #cgo CFLAGS: -I${SRCDIR}/../build/include
 // #cgo LDFLAGS: -L${SRCDIR}/../build/lib -lconch -lllama -lggml -lggml-cuda -lggml-cpu -lggml-base
 // #cgo LDFLAGS: -L${SRCDIR}/../build/cuda -Wl,--no-as-needed -lcudart -lcublas -lcublasLt -lcuda
-// #cgo LDFLAGS: -lstdc++ -lm -fopenmp -lpthread -ldl -lrt
+// #cgo LDFLAGS: -lstdc++ -lm -lpthread -ldl -lrt
 import "C"
 
 // BuildTags are the go build tags this build of the library needs ("cuda" after make

@@ -31,6 +31,7 @@ type Context struct {
 	nCtx  int
 	nBat  int
 	nSeq  int
+	pool  *C.struct_ggml_threadpool // CPU threads, reused by every decode
 }
 
 // DefaultThreads is the number of physical cores (estimated as logical/2 above 2).
@@ -88,7 +89,12 @@ func NewContext(m *Model, p ContextParams) (*Context, error) {
 	if c == nil {
 		return nil, nativeError("create context")
 	}
-	return &Context{c: c, model: m, nCtx: int(C.llama_n_ctx(c)), nBat: p.NBatch, nSeq: p.NSeq}, nil
+	ctx := &Context{c: c, model: m, nCtx: int(C.llama_n_ctx(c)), nBat: p.NBatch, nSeq: p.NSeq}
+	if err := ctx.SetThreads(p.Threads); err != nil {
+		ctx.Close()
+		return nil, err
+	}
+	return ctx, nil
 }
 
 // Close frees the context.
@@ -96,6 +102,8 @@ func (c *Context) Close() {
 	if c != nil && c.c != nil {
 		C.llama_free(c.c)
 		c.c = nil
+		C.conch_threads_free(c.pool)
+		c.pool = nil
 	}
 }
 
@@ -107,8 +115,24 @@ func (c *Context) NCtx() int   { return c.nCtx }
 func (c *Context) NBatch() int { return c.nBat }
 func (c *Context) NSeq() int   { return c.nSeq }
 
-// SetThreads changes the thread count for generation and batch processing.
-func (c *Context) SetThreads(n int) { C.llama_set_n_threads(c.c, C.int32_t(n), C.int32_t(n)) }
+// SetThreads sets the number of CPU threads for generation and batch processing (0: the
+// physical cores). The context keeps one pool of that many threads for all its decodes.
+func (c *Context) SetThreads(n int) error {
+	if n <= 0 {
+		n = DefaultThreads()
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	C.conch_clear_error()
+	pool := C.conch_threads_attach(c.c, C.int(n))
+	if pool == nil {
+		return nativeError("start CPU threads")
+	}
+	C.conch_threads_free(c.pool)
+	c.pool = pool
+	C.llama_set_n_threads(c.c, C.int32_t(n), C.int32_t(n))
+	return nil
+}
 
 // ErrNoKVSlot means the KV cache has no room for the batch.
 var ErrNoKVSlot = errors.New("the context is full (no KV cache slot for the batch)")

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -303,5 +304,49 @@ func TestGenerateKeepsCachedPrefix(t *testing.T) {
 	again, err := ctx.Generate(context.Background(), next, GenerateOptions{MaxTokens: 20, Cached: len(next) + 5}, nil)
 	if err != nil || again.CachedTokens != len(next)-1 {
 		t.Fatalf("cached %d of %d (%v)", again.CachedTokens, len(next), err)
+	}
+}
+
+// A context's thread pool can be resized, and decodes called from different OS threads
+// (as cgo calls land wherever the goroutine runs) give the same logits.
+func TestThreadsAnyCountAnyCaller(t *testing.T) {
+	m, ctx := newStoriesContext(t, ContextParams{NCtx: 64, Threads: 1, KVF32: true})
+	toks, _ := m.Tokenize("Once upon a time", true, false)
+	logits := func() []float32 {
+		b := NewBatch(len(toks))
+		defer b.Free()
+		for i, tk := range toks {
+			b.Add(tk, i, 0, i == len(toks)-1)
+		}
+		ctx.ClearKV()
+		if err := ctx.Decode(b); err != nil {
+			t.Error(err)
+			return nil
+		}
+		return ctx.Logits(-1)
+	}
+	want := logits()
+	for _, n := range []int{3, 2, 0} {
+		if err := ctx.SetThreads(n); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			var got []float32
+			done := make(chan struct{})
+			go func() { // a fresh goroutine, locked to a new OS thread by Decode
+				defer close(done)
+				runtime.LockOSThread()
+				got = logits()
+			}()
+			<-done
+			if len(got) != len(want) {
+				t.Fatalf("threads %d: %d logits, want %d", n, len(got), len(want))
+			}
+			for i := range want {
+				if math.Abs(float64(got[i]-want[i])) > 1e-5 {
+					t.Fatalf("threads %d: logit %d is %v, with 1 thread %v", n, i, got[i], want[i])
+				}
+			}
+		}
 	}
 }
