@@ -33,16 +33,24 @@ type ExportResult struct {
 // Export is LLaMA-Factory's export in one step: Hugging Face and PEFT folders are
 // converted to GGUF first (into hidden files beside the output, removed afterwards),
 // then the adapters are merged into the base and written as one model.
-func Export(ctx context.Context, p ExportParams) (*ExportResult, error) {
+func Export(ctx context.Context, p ExportParams) (_ *ExportResult, err error) {
 	if p.Model == "" || len(p.Adapters) == 0 || p.Output == "" {
 		return nil, errors.New("export needs a model, at least one adapter and an output")
 	}
 	if p.Type == "" {
 		p.Type = "f16"
 	}
-	out, err := exportPath(p.Output, p.Type)
+	out, made, err := exportPath(p.Output, p.Type)
 	if err != nil {
 		return nil, err
+	}
+	if made != "" {
+		// A failed export leaves no empty folder behind (os.Remove keeps a non-empty one).
+		defer func() {
+			if err != nil {
+				os.Remove(made)
+			}
+		}()
 	}
 	res := &ExportResult{}
 	// scratch names a hidden file beside the output for a converted input.
@@ -97,19 +105,23 @@ func Export(ctx context.Context, p ExportParams) (*ExportResult, error) {
 }
 
 // exportPath is the output file: Output itself when it names a .gguf file, else a file
-// in that folder (created if needed) named after it and the type.
-func exportPath(output, typ string) (string, error) {
+// in that folder (created if needed) named after it and the type. made is the folder when
+// this call created it.
+func exportPath(output, typ string) (path, made string, err error) {
 	if strings.EqualFold(filepath.Ext(output), ".gguf") {
-		return output, nil
-	}
-	if err := os.MkdirAll(output, 0o755); err != nil {
-		return "", fmt.Errorf("export folder: %w", outfile.Unwrap(err))
+		return output, "", nil
 	}
 	abs, err := filepath.Abs(output)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	return filepath.Join(output, filepath.Base(abs)+"-"+strings.ToLower(typ)+".gguf"), nil
+	if _, err := os.Stat(abs); os.IsNotExist(err) {
+		made = abs
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return "", "", fmt.Errorf("export folder: %w", outfile.Unwrap(err))
+	}
+	return filepath.Join(output, filepath.Base(abs)+"-"+strings.ToLower(typ)+".gguf"), made, nil
 }
 
 func isDir(p string) bool {

@@ -54,3 +54,25 @@ func TestExportFromFolders(t *testing.T) {
 		t.Fatalf("left behind: %v", m)
 	}
 }
+
+// An export into a folder it had to create removes that folder again when it fails, and
+// keeps a folder that was there before.
+func TestExportFailureLeavesNoFolder(t *testing.T) {
+	hf, _ := hfAndBase(t, "qwen2")
+	tmp := t.TempDir()
+	bad := filepath.Join(tmp, "no-such-adapter.gguf")
+	outDir := filepath.Join(tmp, "export")
+	if _, err := convert.Export(context.Background(), convert.ExportParams{Model: hf, Adapters: []string{bad}, Output: outDir}); err == nil {
+		t.Fatal("a missing adapter was exported")
+	}
+	if _, err := os.Stat(outDir); !os.IsNotExist(err) {
+		t.Fatalf("the failed export left its folder: %v", err)
+	}
+	os.Mkdir(outDir, 0o755)
+	if _, err := convert.Export(context.Background(), convert.ExportParams{Model: hf, Adapters: []string{bad}, Output: outDir}); err == nil {
+		t.Fatal("a missing adapter was exported")
+	}
+	if left, err := os.ReadDir(outDir); err != nil || len(left) != 0 {
+		t.Fatalf("the folder that was there before: %v, holds %v", err, left)
+	}
+}
