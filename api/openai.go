@@ -187,9 +187,16 @@ func (s *Server) completions(c *gin.Context) {
 		abort(c, aerr)
 		return
 	}
-	if o.Logprobs {
-		abort(c, badRequest("logprobs", "log probabilities are served on /v1/chat/completions (logprobs, top_logprobs)"))
-		return
+	if body.Logprobs != nil {
+		if body.Echo {
+			abort(c, badRequest("logprobs", "log probabilities of an echoed prompt are not computed: ask without echo"))
+			return
+		}
+		if k := *body.Logprobs; k < 0 || k > engine.MaxTopLogprobs {
+			abort(c, badRequest("logprobs", "must be between 0 and %d, got %d", engine.MaxTopLogprobs, k))
+			return
+		}
+		o.Logprobs, o.TopLogprobs = true, body.Logprobs
 	}
 	adapter, aerr := s.resolveModel(e, body.Model)
 	if aerr != nil {
@@ -234,9 +241,18 @@ func (s *Server) completions(c *gin.Context) {
 		prefix = text
 	}
 	id, created := newID("cmpl-"), time.Now().Unix()
+	// offset is where the next token starts in the choice's text, for the logprobs.
+	offset := len(prefix)
 	resp := func(text string, finish *string, u *usage) completionResponse {
+		ch := completionChoice{Text: text, FinishReason: finish}
+		if o.Logprobs {
+			if lp := completionLogprobsOf(e.Model(), st.TakeLogprobs(), offset); lp != nil {
+				ch.Logprobs = lp
+				offset = lp.TextOffset[len(lp.Tokens)-1] + len(lp.Tokens[len(lp.Tokens)-1])
+			}
+		}
 		return completionResponse{ID: id, Object: "text_completion", Created: created, Model: model, SystemFingerprint: fingerprint,
-			Choices: []completionChoice{{Text: text, FinishReason: finish}}, Usage: u}
+			Choices: []completionChoice{ch}, Usage: u}
 	}
 	if !body.Stream {
 		out, res, ok := s.wait(c, ctx, cancel, model, st)

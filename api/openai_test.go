@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -232,6 +233,9 @@ func TestOpenAIBadRequests(t *testing.T) {
 		{"completions", `{"prompt":{"x":1}}`, 400, "prompt"},
 		{"completions", `{"prompt":"hi","max_tokens":-1}`, 400, "max_tokens"},
 		{"completions", `{"prompt":"hi","logprobs":true}`, 400, "logprobs"},
+		{"completions", `{"prompt":"hi","logprobs":-1}`, 400, "logprobs"},
+		{"completions", `{"prompt":"hi","logprobs":21}`, 400, "logprobs"},
+		{"completions", `{"prompt":"hi","logprobs":1,"echo":true}`, 400, "logprobs"},
 		{"completions", `{"prompt":"hi"} {"again":1}`, 400, ""},
 	}
 	for _, c := range cases {
@@ -408,5 +412,63 @@ func TestChatLogprobs(t *testing.T) {
 	r = d.do("POST", "/v1/chat/completions", chatBody("你好", map[string]any{"max_tokens": 2}))
 	if !strings.Contains(string(r.body), `"logprobs":null`) {
 		t.Fatalf("without logprobs: %s", r.body)
+	}
+}
+
+// The legacy logprobs: a number of alternatives, and per token its text, log probability,
+// alternatives and offset; the tokens spell the completion, streamed or not.
+func TestCompletionLogprobs(t *testing.T) {
+	d := startDaemon(t, daemonOpts{})
+	body := map[string]any{"prompt": "Once upon a time", "max_tokens": 10, "temperature": 0, "ignore_eos": true, "logprobs": 3}
+	var whole completionResponse
+	r := d.do("POST", "/v1/completions", body)
+	type choice struct {
+		Text     string
+		Logprobs *completionLogprobs
+	}
+	var c struct{ Choices []choice }
+	r.json(t, &c)
+	r.json(t, &whole)
+	if r.status != 200 || len(c.Choices) != 1 || c.Choices[0].Logprobs == nil {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	lp := c.Choices[0].Logprobs
+	if len(lp.Tokens) != whole.Usage.CompletionTokens || len(lp.TokenLogprobs) != len(lp.Tokens) ||
+		len(lp.TopLogprobs) != len(lp.Tokens) || len(lp.TextOffset) != len(lp.Tokens) {
+		t.Fatalf("lists of different lengths for %d tokens: %s", whole.Usage.CompletionTokens, r.body)
+	}
+	text := c.Choices[0].Text
+	for i, tok := range lp.Tokens {
+		if lp.TextOffset[i] > len(text) || !strings.HasPrefix(text[lp.TextOffset[i]:], tok) {
+			t.Fatalf("token %d %q is not at offset %d of %q", i, tok, lp.TextOffset[i], text)
+		}
+		best := float32(math.Inf(-1))
+		for _, v := range lp.TopLogprobs[i] {
+			best = max(best, v)
+		}
+		// greedy: the chosen token is the most likely one
+		if n := len(lp.TopLogprobs[i]); n == 0 || n > 3 || lp.TokenLogprobs[i] > 0 || lp.TopLogprobs[i][tok] != best {
+			t.Fatalf("token %d %q (%v): alternatives %v", i, tok, lp.TokenLogprobs[i], lp.TopLogprobs[i])
+		}
+	}
+	if strings.Join(lp.Tokens, "") != text {
+		t.Fatalf("tokens %q do not spell %q", lp.Tokens, text)
+	}
+
+	body["stream"] = true
+	resp := d.stream(context.Background(), "POST", "/v1/completions", body)
+	defer resp.Body.Close()
+	var toks []string
+	var offsets []int
+	for _, ev := range readSSE(t, resp.Body) {
+		var ch struct{ Choices []choice }
+		if ev.data == "[DONE]" || json.Unmarshal([]byte(ev.data), &ch) != nil || len(ch.Choices) == 0 || ch.Choices[0].Logprobs == nil {
+			continue
+		}
+		toks = append(toks, ch.Choices[0].Logprobs.Tokens...)
+		offsets = append(offsets, ch.Choices[0].Logprobs.TextOffset...)
+	}
+	if !slices.Equal(toks, lp.Tokens) || !slices.Equal(offsets, lp.TextOffset) {
+		t.Fatalf("streamed %q at %v, whole %q at %v", toks, offsets, lp.Tokens, lp.TextOffset)
 	}
 }

@@ -129,6 +129,43 @@ type completionRequest struct {
 	samplingFields
 	Prompt promptInput `json:"prompt"`
 	Echo   bool        `json:"echo"`
+	// The legacy API's logprobs is a number: how many alternatives to list per token
+	// (it hides samplingFields' boolean of the same name).
+	Logprobs *int `json:"logprobs"`
+}
+
+// completionLogprobs are the legacy API's log probabilities, one list entry per token.
+type completionLogprobs struct {
+	Tokens        []string             `json:"tokens"`
+	TokenLogprobs []float32            `json:"token_logprobs"`
+	TopLogprobs   []map[string]float32 `json:"top_logprobs"`
+	TextOffset    []int                `json:"text_offset"` // byte offset of each token in the choice's text
+}
+
+// completionLogprobsOf renders the engine's entries in the legacy format, the first token
+// starting at byte offset; nil when there are none.
+func completionLogprobsOf(m *llama.Model, lps []engine.TokenLogprob, offset int) *completionLogprobs {
+	if len(lps) == 0 {
+		return nil
+	}
+	out := &completionLogprobs{}
+	for _, lp := range lps {
+		piece := string(m.Piece(lp.Token, false))
+		top := make(map[string]float32, len(lp.Top))
+		for _, alt := range lp.Top {
+			// Two tokens can read the same (parts of one character): keep the likelier.
+			k := string(m.Piece(alt.Token, false))
+			if _, ok := top[k]; !ok {
+				top[k] = alt.Logprob
+			}
+		}
+		out.Tokens = append(out.Tokens, piece)
+		out.TokenLogprobs = append(out.TokenLogprobs, lp.Logprob)
+		out.TopLogprobs = append(out.TopLogprobs, top)
+		out.TextOffset = append(out.TextOffset, offset)
+		offset += len(piece)
+	}
+	return out
 }
 
 type chatResponseMessage struct {
