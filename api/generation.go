@@ -30,6 +30,7 @@ type options struct {
 	IgnoreEOS        bool
 	Logprobs         bool
 	TopLogprobs      *int
+	PromptLogprobs   bool // score the prompt too (completions' echo with logprobs)
 }
 
 // Defaults when a request leaves a setting out (OpenAI's for temperature and top_p).
@@ -128,7 +129,7 @@ func (s *Server) build(n int, o options, toks []llama.Token, promptParam string)
 		}
 	}
 	r.Prompt, r.Sampler, r.Stop, r.IgnoreEOS = toks, sp, o.Stop, o.IgnoreEOS
-	r.Logprobs = o.Logprobs
+	r.Logprobs, r.PromptLogprobs = o.Logprobs, o.PromptLogprobs
 	if o.TopLogprobs != nil {
 		if k := *o.TopLogprobs; k < 0 || k > engine.MaxTopLogprobs || !o.Logprobs {
 			return r, badRequest("top_logprobs", "must be between 0 and %d, with logprobs true; got %d", engine.MaxTopLogprobs, k)

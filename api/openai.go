@@ -188,15 +188,11 @@ func (s *Server) completions(c *gin.Context) {
 		return
 	}
 	if body.Logprobs != nil {
-		if body.Echo {
-			abort(c, badRequest("logprobs", "log probabilities of an echoed prompt are not computed: ask without echo"))
-			return
-		}
 		if k := *body.Logprobs; k < 0 || k > engine.MaxTopLogprobs {
 			abort(c, badRequest("logprobs", "must be between 0 and %d, got %d", engine.MaxTopLogprobs, k))
 			return
 		}
-		o.Logprobs, o.TopLogprobs = true, body.Logprobs
+		o.Logprobs, o.TopLogprobs, o.PromptLogprobs = true, body.Logprobs, body.Echo
 	}
 	adapter, aerr := s.resolveModel(e, body.Model)
 	if aerr != nil {
@@ -237,18 +233,21 @@ func (s *Server) completions(c *gin.Context) {
 	defer r.cancel()
 	ctx, cancel, model, st := r.ctx, r.cancel, r.model, r.st
 	prefix := ""
+	lps := &legacyLogprobs{m: e.Model()}
 	if body.Echo {
 		prefix = text
+		if o.Logprobs {
+			// The prompt as the model read it, so that its tokens spell the echo.
+			lps.first = &toks[0]
+			prefix = promptText(e.Model(), toks)
+		}
 	}
 	id, created := newID("cmpl-"), time.Now().Unix()
-	// offset is where the next token starts in the choice's text, for the logprobs.
-	offset := len(prefix)
 	resp := func(text string, finish *string, u *usage) completionResponse {
 		ch := completionChoice{Text: text, FinishReason: finish}
 		if o.Logprobs {
-			if lp := completionLogprobsOf(e.Model(), st.TakeLogprobs(), offset); lp != nil {
+			if lp := lps.render(st.TakeLogprobs()); lp != nil {
 				ch.Logprobs = lp
-				offset = lp.TextOffset[len(lp.Tokens)-1] + len(lp.Tokens[len(lp.Tokens)-1])
 			}
 		}
 		return completionResponse{ID: id, Object: "text_completion", Created: created, Model: model, SystemFingerprint: fingerprint,

@@ -235,7 +235,6 @@ func TestOpenAIBadRequests(t *testing.T) {
 		{"completions", `{"prompt":"hi","logprobs":true}`, 400, "logprobs"},
 		{"completions", `{"prompt":"hi","logprobs":-1}`, 400, "logprobs"},
 		{"completions", `{"prompt":"hi","logprobs":21}`, 400, "logprobs"},
-		{"completions", `{"prompt":"hi","logprobs":1,"echo":true}`, 400, "logprobs"},
 		{"completions", `{"prompt":"hi"} {"again":1}`, 400, ""},
 	}
 	for _, c := range cases {
@@ -416,59 +415,93 @@ func TestChatLogprobs(t *testing.T) {
 }
 
 // The legacy logprobs: a number of alternatives, and per token its text, log probability,
-// alternatives and offset; the tokens spell the completion, streamed or not.
+// alternatives and offset; the tokens spell the completion, streamed or not. With echo the
+// prompt is scored too, as lm-evaluation-harness asks: its first token has no log
+// probability, and the generated part is the same as without echo.
 func TestCompletionLogprobs(t *testing.T) {
 	d := startDaemon(t, daemonOpts{})
-	body := map[string]any{"prompt": "Once upon a time", "max_tokens": 10, "temperature": 0, "ignore_eos": true, "logprobs": 3}
-	var whole completionResponse
-	r := d.do("POST", "/v1/completions", body)
 	type choice struct {
 		Text     string
 		Logprobs *completionLogprobs
 	}
-	var c struct{ Choices []choice }
-	r.json(t, &c)
-	r.json(t, &whole)
-	if r.status != 200 || len(c.Choices) != 1 || c.Choices[0].Logprobs == nil {
-		t.Fatalf("%d %s", r.status, r.body)
-	}
-	lp := c.Choices[0].Logprobs
-	if len(lp.Tokens) != whole.Usage.CompletionTokens || len(lp.TokenLogprobs) != len(lp.Tokens) ||
-		len(lp.TopLogprobs) != len(lp.Tokens) || len(lp.TextOffset) != len(lp.Tokens) {
-		t.Fatalf("lists of different lengths for %d tokens: %s", whole.Usage.CompletionTokens, r.body)
-	}
-	text := c.Choices[0].Text
-	for i, tok := range lp.Tokens {
-		if lp.TextOffset[i] > len(text) || !strings.HasPrefix(text[lp.TextOffset[i]:], tok) {
-			t.Fatalf("token %d %q is not at offset %d of %q", i, tok, lp.TextOffset[i], text)
+	ask := func(body map[string]any) (string, *completionLogprobs, usage) {
+		t.Helper()
+		var c struct {
+			Choices []choice
+			Usage   usage
 		}
+		r := d.do("POST", "/v1/completions", body)
+		r.json(t, &c)
+		if r.status != 200 || len(c.Choices) != 1 || c.Choices[0].Logprobs == nil {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		lp := c.Choices[0].Logprobs
+		if n := len(lp.Tokens); len(lp.TokenLogprobs) != n || len(lp.TopLogprobs) != n || len(lp.TextOffset) != n {
+			t.Fatalf("lists of different lengths: %s", r.body)
+		}
+		text := c.Choices[0].Text
+		for i, tok := range lp.Tokens {
+			if lp.TextOffset[i] > len(text) || !strings.HasPrefix(text[lp.TextOffset[i]:], tok) {
+				t.Fatalf("token %d %q is not at offset %d of %q", i, tok, lp.TextOffset[i], text)
+			}
+		}
+		if strings.Join(lp.Tokens, "") != text {
+			t.Fatalf("tokens %q do not spell %q", lp.Tokens, text)
+		}
+		return text, lp, c.Usage
+	}
+	body := map[string]any{"prompt": "Once upon a time", "max_tokens": 10, "temperature": 0, "ignore_eos": true, "logprobs": 3}
+	text, lp, u := ask(body)
+	if len(lp.Tokens) != u.CompletionTokens {
+		t.Fatalf("%d entries for %d tokens", len(lp.Tokens), u.CompletionTokens)
+	}
+	for i, tok := range lp.Tokens {
 		best := float32(math.Inf(-1))
 		for _, v := range lp.TopLogprobs[i] {
 			best = max(best, v)
 		}
 		// greedy: the chosen token is the most likely one
-		if n := len(lp.TopLogprobs[i]); n == 0 || n > 3 || lp.TokenLogprobs[i] > 0 || lp.TopLogprobs[i][tok] != best {
+		if n := len(lp.TopLogprobs[i]); n == 0 || n > 3 || lp.TokenLogprobs[i] == nil || *lp.TokenLogprobs[i] > 0 || lp.TopLogprobs[i][tok] != best {
 			t.Fatalf("token %d %q (%v): alternatives %v", i, tok, lp.TokenLogprobs[i], lp.TopLogprobs[i])
 		}
 	}
-	if strings.Join(lp.Tokens, "") != text {
-		t.Fatalf("tokens %q do not spell %q", lp.Tokens, text)
+
+	body["echo"] = true
+	etext, elp, eu := ask(body)
+	n := eu.PromptTokens
+	if etext != "Once upon a time"+text || len(elp.Tokens) != n+u.CompletionTokens || elp.TokenLogprobs[0] != nil || elp.TopLogprobs[0] != nil {
+		t.Fatalf("echo: %q, %d entries for %d+%d tokens, first %v %v", etext, len(elp.Tokens), n, u.CompletionTokens, elp.TokenLogprobs[0], elp.TopLogprobs[0])
+	}
+	for i := 1; i < len(elp.Tokens); i++ {
+		if v := elp.TokenLogprobs[i]; v == nil || *v > 0 || len(elp.TopLogprobs[i]) == 0 {
+			t.Fatalf("echo: entry %d: %v %v", i, v, elp.TopLogprobs[i])
+		}
+		if k := i - n; k >= 0 && (elp.Tokens[i] != lp.Tokens[k] || math.Abs(float64(*elp.TokenLogprobs[i]-*lp.TokenLogprobs[k])) > 1e-3) {
+			t.Fatalf("echo: generated entry %d %q %v, without echo %q %v", k, elp.Tokens[i], *elp.TokenLogprobs[i], lp.Tokens[k], *lp.TokenLogprobs[k])
+		}
 	}
 
-	body["stream"] = true
-	resp := d.stream(context.Background(), "POST", "/v1/completions", body)
-	defer resp.Body.Close()
-	var toks []string
-	var offsets []int
-	for _, ev := range readSSE(t, resp.Body) {
-		var ch struct{ Choices []choice }
-		if ev.data == "[DONE]" || json.Unmarshal([]byte(ev.data), &ch) != nil || len(ch.Choices) == 0 || ch.Choices[0].Logprobs == nil {
-			continue
+	// Streamed, with and without echo: the same entries, the offsets running on across chunks.
+	for _, echo := range []bool{false, true} {
+		body["stream"], body["echo"] = true, echo
+		want := lp
+		if echo {
+			want = elp
 		}
-		toks = append(toks, ch.Choices[0].Logprobs.Tokens...)
-		offsets = append(offsets, ch.Choices[0].Logprobs.TextOffset...)
-	}
-	if !slices.Equal(toks, lp.Tokens) || !slices.Equal(offsets, lp.TextOffset) {
-		t.Fatalf("streamed %q at %v, whole %q at %v", toks, offsets, lp.Tokens, lp.TextOffset)
+		resp := d.stream(context.Background(), "POST", "/v1/completions", body)
+		var toks []string
+		var offsets []int
+		for _, ev := range readSSE(t, resp.Body) {
+			var ch struct{ Choices []choice }
+			if ev.data == "[DONE]" || json.Unmarshal([]byte(ev.data), &ch) != nil || len(ch.Choices) == 0 || ch.Choices[0].Logprobs == nil {
+				continue
+			}
+			toks = append(toks, ch.Choices[0].Logprobs.Tokens...)
+			offsets = append(offsets, ch.Choices[0].Logprobs.TextOffset...)
+		}
+		resp.Body.Close()
+		if !slices.Equal(toks, want.Tokens) || !slices.Equal(offsets, want.TextOffset) {
+			t.Fatalf("echo %v: streamed %q at %v, whole %q at %v", echo, toks, offsets, want.Tokens, want.TextOffset)
+		}
 	}
 }

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"strings"
+
 	"github.com/magicconch/conch/internal/engine"
 	"github.com/magicconch/conch/llama"
 )
@@ -134,38 +136,62 @@ type completionRequest struct {
 	Logprobs *int `json:"logprobs"`
 }
 
-// completionLogprobs are the legacy API's log probabilities, one list entry per token.
+// completionLogprobs are the legacy API's log probabilities, one list entry per token. The
+// first token of a scored prompt has none: null in both lists.
 type completionLogprobs struct {
 	Tokens        []string             `json:"tokens"`
-	TokenLogprobs []float32            `json:"token_logprobs"`
+	TokenLogprobs []*float32           `json:"token_logprobs"`
 	TopLogprobs   []map[string]float32 `json:"top_logprobs"`
 	TextOffset    []int                `json:"text_offset"` // byte offset of each token in the choice's text
 }
 
-// completionLogprobsOf renders the engine's entries in the legacy format, the first token
-// starting at byte offset; nil when there are none.
-func completionLogprobsOf(m *llama.Model, lps []engine.TokenLogprob, offset int) *completionLogprobs {
-	if len(lps) == 0 {
+// legacyLogprobs renders the engine's entries in the legacy format, chunk by chunk,
+// keeping the text offset across chunks.
+type legacyLogprobs struct {
+	m      *llama.Model
+	first  *llama.Token // a scored prompt's first token, not yet rendered
+	offset int
+}
+
+func (r *legacyLogprobs) render(lps []engine.TokenLogprob) *completionLogprobs {
+	if len(lps) == 0 && r.first == nil {
 		return nil
 	}
 	out := &completionLogprobs{}
+	add := func(piece string, lp *float32, top map[string]float32) {
+		out.Tokens = append(out.Tokens, piece)
+		out.TokenLogprobs = append(out.TokenLogprobs, lp)
+		out.TopLogprobs = append(out.TopLogprobs, top)
+		out.TextOffset = append(out.TextOffset, r.offset)
+		r.offset += len(piece)
+	}
+	if r.first != nil {
+		add(string(r.m.Piece(*r.first, true)), nil, nil)
+		r.first = nil
+	}
 	for _, lp := range lps {
-		piece := string(m.Piece(lp.Token, false))
 		top := make(map[string]float32, len(lp.Top))
 		for _, alt := range lp.Top {
 			// Two tokens can read the same (parts of one character): keep the likelier.
-			k := string(m.Piece(alt.Token, false))
+			k := string(r.m.Piece(alt.Token, false))
 			if _, ok := top[k]; !ok {
 				top[k] = alt.Logprob
 			}
 		}
-		out.Tokens = append(out.Tokens, piece)
-		out.TokenLogprobs = append(out.TokenLogprobs, lp.Logprob)
-		out.TopLogprobs = append(out.TopLogprobs, top)
-		out.TextOffset = append(out.TextOffset, offset)
-		offset += len(piece)
+		// Prompt tokens are spelled as the model read them, special tokens included.
+		add(string(r.m.Piece(lp.Token, lp.Prompt)), &lp.Logprob, top)
 	}
 	return out
+}
+
+// promptText is the prompt as the model read it: its tokens' pieces, special tokens
+// spelled out.
+func promptText(m *llama.Model, toks []llama.Token) string {
+	var b strings.Builder
+	for _, t := range toks {
+		b.Write(m.Piece(t, true))
+	}
+	return b.String()
 }
 
 type chatResponseMessage struct {

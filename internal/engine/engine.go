@@ -214,6 +214,10 @@ type Request struct {
 	// with the TopLogprobs most likely tokens at that position.
 	Logprobs    bool
 	TopLogprobs int
+	// PromptLogprobs (with Logprobs) also scores the prompt: an entry for each prompt
+	// token after the first, marked Prompt, comes before the generated tokens' entries.
+	// The prompt is then read in full, without the cached prefix.
+	PromptLogprobs bool
 }
 
 // MaxTopLogprobs bounds Request.TopLogprobs (OpenAI's limit).
@@ -225,6 +229,7 @@ type TokenLogprob struct {
 	Token   llama.Token
 	Logprob float32
 	Top     []TokenProb // most likely first
+	Prompt  bool        // a prompt token (Request.PromptLogprobs), not a generated one
 }
 
 // TokenProb is one token and its log probability.
@@ -266,8 +271,8 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Stream, error) {
 	if err := req.Sampler.Validate(); err != nil {
 		return nil, err
 	}
-	if req.TopLogprobs < 0 || req.TopLogprobs > MaxTopLogprobs || req.TopLogprobs > 0 && !req.Logprobs {
-		return nil, fmt.Errorf("top logprobs %d: 0..%d, and only with logprobs", req.TopLogprobs, MaxTopLogprobs)
+	if req.TopLogprobs < 0 || req.TopLogprobs > MaxTopLogprobs || (req.TopLogprobs > 0 || req.PromptLogprobs) && !req.Logprobs {
+		return nil, fmt.Errorf("top logprobs %d: 0..%d, and (like prompt logprobs) only with logprobs", req.TopLogprobs, MaxTopLogprobs)
 	}
 	j := &job{req: req, ctx: ctx, out: newStream(), submitted: time.Now()}
 	// Wake the engine when the caller gives up, so a waiting job leaves the queue and a

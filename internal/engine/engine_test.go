@@ -457,3 +457,71 @@ func TestLogprobs(t *testing.T) {
 		t.Fatal("top logprobs without logprobs accepted")
 	}
 }
+
+// A scored prompt gets one entry per token after the first, each the token's log
+// probability given the tokens before it as a plain full-logits decode computes it, also
+// when the prompt spans several steps and when an earlier request left it in the cache.
+func TestPromptLogprobs(t *testing.T) {
+	e := newEngine(t, Config{Parallel: 2, SlotCtx: 256})
+	m := e.Model()
+	prompt := tokenize(t, m, strings.Repeat("The magic conch shell says no. ", 8))
+	if len(prompt) <= scoredChunk {
+		t.Fatalf("prompt of %d tokens fits one chunk", len(prompt))
+	}
+
+	lctx, err := llama.NewContext(m, llama.ContextParams{NCtx: 256, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lctx.Close()
+	b := llama.NewBatch(len(prompt))
+	defer b.Free()
+	for i, tk := range prompt {
+		b.Add(tk, i, 0, true)
+	}
+	if err := lctx.Decode(b); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]float64, len(prompt)-1)
+	for i := range want {
+		l := lctx.Logits(i)
+		mx := math.Inf(-1)
+		for _, v := range l {
+			mx = math.Max(mx, float64(v))
+		}
+		var sum float64
+		for _, v := range l {
+			sum += math.Exp(float64(v) - mx)
+		}
+		want[i] = float64(l[prompt[i+1]]) - mx - math.Log(sum)
+	}
+
+	for round := range 2 { // the second finds the prompt cached and must read it again
+		st, err := e.Submit(context.Background(), Request{Prompt: prompt, MaxTokens: 2, IgnoreEOS: true, Logprobs: true, PromptLogprobs: true, TopLogprobs: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, res, err := st.Wait(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		lps := st.TakeLogprobs()
+		if len(lps) != len(want)+2 || res.CachedTokens != 0 {
+			t.Fatalf("round %d: %d entries for %d prompt and 2 generated tokens, %d cached", round, len(lps), len(prompt), res.CachedTokens)
+		}
+		for i, lp := range lps {
+			if i >= len(want) {
+				if lp.Prompt {
+					t.Fatalf("round %d: generated entry %d marked as prompt", round, i)
+				}
+				continue
+			}
+			if !lp.Prompt || lp.Token != prompt[i+1] || len(lp.Top) != 1 || math.Abs(float64(lp.Logprob)-want[i]) > 1e-3 {
+				t.Fatalf("round %d: prompt entry %d: %+v, want token %d logprob %.4f", round, i, lp, prompt[i+1], want[i])
+			}
+		}
+	}
+	if _, err := e.Submit(context.Background(), Request{Prompt: prompt, PromptLogprobs: true}); err == nil {
+		t.Fatal("prompt logprobs without logprobs accepted")
+	}
+}

@@ -32,6 +32,7 @@ type slot struct {
 
 	prefilled  int // prompt tokens in the cache for the current job
 	chunk      int // prompt tokens in the current batch
+	chunkIdx   int // batch index of the chunk's first token (logits for all: PromptLogprobs)
 	generating bool
 	next       llama.Token // sampled, not yet decoded
 	batchIdx   int         // index of this slot's logits in the current batch, -1 none
@@ -152,7 +153,8 @@ func (e *Engine) start(s *slot, j *job) {
 	}
 	prompt := j.req.Prompt
 	// The longest prefix of the prompt any slot holds (running ones too: a shared system
-	// prompt) is shared into this slot's sequence rather than computed again.
+	// prompt) is shared into this slot's sequence rather than computed again; a prompt
+	// to be scored is read whole.
 	own := e.reusable(s, j)
 	donor, best := s, own
 	for _, o := range e.slots {
@@ -160,7 +162,9 @@ func (e *Engine) start(s *slot, j *job) {
 			donor, best = o, n
 		}
 	}
-	if donor != s {
+	if j.req.PromptLogprobs {
+		own = 0
+	} else if donor != s {
 		e.lctx.RemoveSeq(s.id, 0, -1)
 		e.lctx.CopySeq(donor.id, s.id, 0, best)
 		s.cache = append(s.cache[:0], donor.cache[:best]...)
@@ -313,10 +317,14 @@ func (e *Engine) step() {
 		}
 		p := s.prompt()
 		n := min(room-b.Len(), len(p)-s.prefilled)
-		s.chunk = n
+		scored := s.job.req.PromptLogprobs
+		if scored {
+			n = min(n, scoredChunk)
+		}
+		s.chunk, s.chunkIdx = n, b.Len()
 		for k := range n {
 			i := s.prefilled + k
-			idx := b.Add(p[i], i, s.id, i == len(p)-1)
+			idx := b.Add(p[i], i, s.id, scored || i == len(p)-1)
 			if i == len(p)-1 {
 				s.batchIdx = idx
 			}
@@ -348,6 +356,18 @@ func (e *Engine) step() {
 			s.cache = append(s.cache, s.next)
 		} else {
 			p := s.prompt()
+			if s.job.req.PromptLogprobs {
+				// The logits at each prompt position score the token after it.
+				for k := range s.chunk {
+					if i := s.prefilled + k; i+1 < len(p) {
+						if l := e.lctx.Logits(s.chunkIdx + k); l != nil {
+							lp := logprobOf(l, p[i+1], s.job.req.TopLogprobs)
+							lp.Prompt = true
+							s.job.out.writeLogprob(lp)
+						}
+					}
+				}
+			}
 			s.cache = append(s.cache, p[s.prefilled:s.prefilled+s.chunk]...)
 			s.prefilled += s.chunk
 			if s.prefilled < len(p) {
@@ -358,6 +378,10 @@ func (e *Engine) step() {
 		e.sampleNext(s, now)
 	}
 }
+
+// scoredChunk bounds the prompt tokens per step of a request that scores its prompt:
+// each keeps a row of logits (the vocabulary's size) until the step is done.
+const scoredChunk = 32
 
 // logprobOf is tok's log probability in the distribution the logits give, and the top
 // most likely tokens'.
