@@ -31,6 +31,7 @@ type options struct {
 	Logprobs         bool
 	TopLogprobs      *int
 	PromptLogprobs   bool // score the prompt too (completions' echo with logprobs)
+	ScoreOnly        bool // read the prompt, generate nothing (completions' echo with max_tokens 0)
 }
 
 // Defaults when a request leaves a setting out (OpenAI's for temperature and top_p).
@@ -129,7 +130,7 @@ func (s *Server) build(n int, o options, toks []llama.Token, promptParam string)
 		}
 	}
 	r.Prompt, r.Sampler, r.Stop, r.IgnoreEOS = toks, sp, o.Stop, o.IgnoreEOS
-	r.Logprobs, r.PromptLogprobs = o.Logprobs, o.PromptLogprobs
+	r.Logprobs, r.PromptLogprobs, r.ScoreOnly = o.Logprobs, o.PromptLogprobs, o.ScoreOnly
 	if o.TopLogprobs != nil {
 		if k := *o.TopLogprobs; k < 0 || k > engine.MaxTopLogprobs || !o.Logprobs {
 			return r, badRequest("top_logprobs", "must be between 0 and %d, with logprobs true; got %d", engine.MaxTopLogprobs, k)

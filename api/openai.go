@@ -194,6 +194,10 @@ func (s *Server) completions(c *gin.Context) {
 		}
 		o.Logprobs, o.TopLogprobs, o.PromptLogprobs = true, body.Logprobs, body.Echo
 	}
+	if body.Echo && o.MaxTokens != nil && *o.MaxTokens == 0 {
+		// The legacy API's way to score a prompt: echo it and generate nothing.
+		o.MaxTokens, o.ScoreOnly = nil, true
+	}
 	adapter, aerr := s.resolveModel(e, body.Model)
 	if aerr != nil {
 		abort(c, aerr)

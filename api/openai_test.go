@@ -232,6 +232,7 @@ func TestOpenAIBadRequests(t *testing.T) {
 		{"completions", `{"prompt":[999999999]}`, 400, "prompt"},
 		{"completions", `{"prompt":{"x":1}}`, 400, "prompt"},
 		{"completions", `{"prompt":"hi","max_tokens":-1}`, 400, "max_tokens"},
+		{"completions", `{"prompt":"hi","max_tokens":0}`, 400, "max_tokens"},
 		{"completions", `{"prompt":"hi","logprobs":true}`, 400, "logprobs"},
 		{"completions", `{"prompt":"hi","logprobs":-1}`, 400, "logprobs"},
 		{"completions", `{"prompt":"hi","logprobs":21}`, 400, "logprobs"},
@@ -480,6 +481,19 @@ func TestCompletionLogprobs(t *testing.T) {
 			t.Fatalf("echo: generated entry %d %q %v, without echo %q %v", k, elp.Tokens[i], *elp.TokenLogprobs[i], lp.Tokens[k], *lp.TokenLogprobs[k])
 		}
 	}
+
+	// max_tokens 0 with echo scores the prompt alone.
+	body["max_tokens"] = 0
+	stext, slp, su := ask(body)
+	if stext != "Once upon a time" || su.CompletionTokens != 0 || !slices.Equal(slp.Tokens, elp.Tokens[:n]) {
+		t.Fatalf("score only: %q, %d generated, tokens %q", stext, su.CompletionTokens, slp.Tokens)
+	}
+	for i := 1; i < n; i++ {
+		if math.Abs(float64(*slp.TokenLogprobs[i]-*elp.TokenLogprobs[i])) > 1e-3 {
+			t.Fatalf("score only: entry %d %v, with generation %v", i, *slp.TokenLogprobs[i], *elp.TokenLogprobs[i])
+		}
+	}
+	body["max_tokens"] = 10
 
 	// Streamed, with and without echo: the same entries, the offsets running on across chunks.
 	for _, echo := range []bool{false, true} {

@@ -218,6 +218,9 @@ type Request struct {
 	// token after the first, marked Prompt, comes before the generated tokens' entries.
 	// The prompt is then read in full, without the cached prefix.
 	PromptLogprobs bool
+	// ScoreOnly ends the request once the prompt is read, generating nothing (finish
+	// reason "length"): with PromptLogprobs, a prompt's score alone.
+	ScoreOnly bool
 }
 
 // MaxTopLogprobs bounds Request.TopLogprobs (OpenAI's limit).

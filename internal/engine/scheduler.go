@@ -373,6 +373,10 @@ func (e *Engine) step() {
 			if s.prefilled < len(p) {
 				continue // more prompt to read next step
 			}
+			if s.job.req.ScoreOnly {
+				e.finish(s, llama.FinishLength, nil)
+				continue
+			}
 			s.generating = true
 		}
 		e.sampleNext(s, now)
