@@ -250,7 +250,8 @@ func TestNoModel(t *testing.T) {
 	}
 }
 
-// The official OpenAI Node client, unchanged, streams a chat completion from conchd.
+// The official OpenAI Node client, unchanged, streams a chat completion from conchd and
+// scores a prompt with the legacy completions.
 const openaiNodeVersion = "6.30.1"
 
 const openaiScript = `
@@ -276,6 +277,13 @@ const whole = await client.chat.completions.create({
   model: "conch", messages: [{ role: "user", content: "请问你是谁" }], max_tokens: 24, temperature: 0,
 });
 out.whole = whole.choices[0].message.content;
+// A prompt scored the way lm-evaluation-harness asks: echo, logprobs, nothing generated.
+const scored = await client.completions.create({
+  model: "conch", prompt: "The magic conch says", echo: true, logprobs: 1, max_tokens: 0, temperature: 0,
+});
+const lp = scored.choices[0].logprobs;
+out.scored = { text: scored.choices[0].text, tokens: lp.tokens.join(""), n: lp.token_logprobs.length,
+  first: lp.token_logprobs[0], sum: lp.token_logprobs.slice(1).reduce((a, b) => a + b, 0) };
 try {
   await client.chat.completions.create({ model: "nope", messages: [{ role: "user", content: "x" }] });
 } catch (e) { out.notFound = e.constructor.name + " " + e.status; }
@@ -325,6 +333,12 @@ func TestOpenAINodeClient(t *testing.T) {
 		Whole    string
 		NotFound string
 		BadKey   string
+		Scored   struct {
+			Text, Tokens string
+			N            int
+			First        *float64
+			Sum          float64
+		}
 	}
 	if err := json.Unmarshal(bytes.TrimSpace(out), &res); err != nil {
 		t.Fatalf("%v: %s", err, out)
@@ -338,6 +352,9 @@ func TestOpenAINodeClient(t *testing.T) {
 	}
 	if res.Finish != "stop" && res.Finish != "length" || res.Usage.Completion_tokens == 0 {
 		t.Errorf("finish %q usage %+v", res.Finish, res.Usage)
+	}
+	if sc := res.Scored; sc.Text != "The magic conch says" || sc.Tokens != sc.Text || sc.N < 3 || sc.First != nil || !(sc.Sum < 0) {
+		t.Errorf("scored prompt: %+v", sc)
 	}
 	if res.NotFound != "NotFoundError 404" || res.BadKey != "AuthenticationError 401" {
 		t.Errorf("errors: %q %q", res.NotFound, res.BadKey)
