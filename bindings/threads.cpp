@@ -1,11 +1,13 @@
 // CPU threads for a context: one ggml threadpool that lives as long as the context.
 //
 // ggml is built without OpenMP. Under libgomp every ggml op ends in an OpenMP barrier, and
-// once Go has called in from several OS threads (cgo calls land on whichever thread runs
-// the goroutine) libgomp counts more threads than CPUs and stops spinning in barriers: each
-// op then sleeps on a futex, and generation on 2 cores ran about a third slower. ggml's own
-// threadpool spins on an atomic whichever thread calls, and a persistent one saves creating
-// the workers on every graph.
+// cgo calls arrive from whichever OS thread runs the goroutine, so each new caller thread
+// brought its own libgomp team. Measured on 2 cores: the barriers then slept on futexes and
+// generation ran a third slower; locking the caller to one OS thread, or
+// OMP_WAIT_POLICY=active, gave the speed back (GOMP_SPINCOUNT did not), which points at
+// libgomp's throttled spinning once it manages more threads than CPUs. ggml's own
+// threadpool spins on an atomic whichever thread calls, and keeping one per context saves
+// starting the workers for every graph.
 #include "conch.h"
 
 #include <string>

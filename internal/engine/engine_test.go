@@ -253,6 +253,10 @@ func TestQueueFull(t *testing.T) {
 	if len(streams) != 3 || full != 3 {
 		t.Fatalf("accepted %d, refused %d; want 3 and 3", len(streams), full)
 	}
+	// The engine admits the first job on its own goroutine: wait for that.
+	for deadline := time.Now().Add(5 * time.Second); e.BusySlots() == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	if d := e.QueueDepth(); d != 2 {
 		t.Fatalf("queue depth %d, want 2", d)
 	}
