@@ -233,6 +233,7 @@ func TestOpenAIBadRequests(t *testing.T) {
 		{"completions", `{"prompt":{"x":1}}`, 400, "prompt"},
 		{"completions", `{"prompt":"hi","max_tokens":-1}`, 400, "max_tokens"},
 		{"completions", `{"prompt":"hi","max_tokens":0}`, 400, "max_tokens"},
+		{"completions", `{"prompt":[],"echo":true,"logprobs":1,"max_tokens":0}`, 400, "prompt"},
 		{"completions", `{"prompt":"hi","logprobs":true}`, 400, "logprobs"},
 		{"completions", `{"prompt":"hi","logprobs":-1}`, 400, "logprobs"},
 		{"completions", `{"prompt":"hi","logprobs":21}`, 400, "logprobs"},
