@@ -464,7 +464,8 @@ func TestLogprobs(t *testing.T) {
 
 // A scored prompt gets one entry per token after the first, each the token's log
 // probability given the tokens before it as a plain full-logits decode computes it, also
-// when the prompt spans several steps and when an earlier request left it in the cache.
+// when the prompt spans several steps, shares them with another request, and when an
+// earlier request left it in the cache.
 func TestPromptLogprobs(t *testing.T) {
 	e := newEngine(t, Config{Parallel: 2, SlotCtx: 256})
 	m := e.Model()
@@ -500,6 +501,15 @@ func TestPromptLogprobs(t *testing.T) {
 		want[i] = float64(l[prompt[i+1]]) - mx - math.Log(sum)
 	}
 
+	// Another request generates meanwhile, so the scored prompt's rows sit behind its token
+	// in each batch.
+	busy, err := e.Submit(context.Background(), Request{Prompt: tokenize(t, m, "Hi"), MaxTokens: 200, IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, done := busy.Next(context.Background()); done {
+		t.Fatal("the other request ended at once")
+	}
 	for round := range 2 { // the second finds the prompt cached and must read it again
 		st, err := e.Submit(context.Background(), Request{Prompt: prompt, MaxTokens: 2, IgnoreEOS: true, Logprobs: true, PromptLogprobs: true, TopLogprobs: 1})
 		if err != nil {
@@ -527,5 +537,8 @@ func TestPromptLogprobs(t *testing.T) {
 	}
 	if _, err := e.Submit(context.Background(), Request{Prompt: prompt, PromptLogprobs: true}); err == nil {
 		t.Fatal("prompt logprobs without logprobs accepted")
+	}
+	if _, res, err := busy.Wait(context.Background()); err != nil || res.Tokens != 200 {
+		t.Fatalf("the other request: %d tokens, %v", res.Tokens, err)
 	}
 }
