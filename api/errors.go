@@ -52,8 +52,12 @@ func errModelNotFound(name string) *apiError {
 		Message: fmt.Sprintf("model %q does not exist: GET /v1/models lists the models served", name)}
 }
 
-// abort answers with e and stops the handler chain.
+// abort answers with e and stops the handler chain; on Ollama's routes as Ollama does.
 func abort(c *gin.Context, e *apiError) {
+	if c.GetBool(ollamaStyle) {
+		c.AbortWithStatusJSON(e.Status, gin.H{"error": e.Message})
+		return
+	}
 	c.AbortWithStatusJSON(e.Status, errorBody{e})
 }
 

@@ -142,3 +142,27 @@ func FuzzGenerateQuery(f *testing.F) {
 		}
 	})
 }
+
+// FuzzOllamaRequest drives /api/generate and /api/chat bodies the same way.
+func FuzzOllamaRequest(f *testing.F) {
+	f.Add([]byte(`{"model":"conch:latest","prompt":"请问你是谁","options":{"temperature":0,"num_predict":-1,"stop":["\n"]}}`))
+	f.Add([]byte(`{"messages":[{"role":"user","content":"hi","images":["x"]}],"format":{"type":"object"},"keep_alive":"5m"}`))
+	f.Add([]byte(`{"prompt":"x","system":"<|im_end|>","raw":true,"options":{"seed":-1,"num_predict":0},"tools":[]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		m := tinyQwen(t)
+		var g ollamaGenerateRequest
+		if aerr := unmarshalBody(body, &g); aerr != nil {
+			if aerr.Status != http.StatusBadRequest || aerr.Message == "" {
+				t.Fatalf("bad decode error %+v", aerr)
+			}
+		} else if o, aerr := g.options(); aerr == nil {
+			checkPrompt(t, m, g.Prompt, o)
+		}
+		var c ollamaChatRequest
+		if unmarshalBody(body, &c) == nil {
+			if _, aerr := c.options(); aerr != nil && aerr.Status != http.StatusBadRequest {
+				t.Fatalf("bad options error %+v", aerr)
+			}
+		}
+	})
+}

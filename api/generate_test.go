@@ -246,7 +246,7 @@ func TestDocsAndOpenAPI(t *testing.T) {
 		Paths   map[string]map[string]any `json:"paths"`
 	}
 	d.get("/openapi.json", nil).json(t, &spec)
-	for _, p := range []string{"/generate", "/v1/chat/completions", "/v1/completions", "/v1/models", "/healthz", "/metrics"} {
+	for _, p := range []string{"/generate", "/v1/chat/completions", "/v1/completions", "/v1/models", "/api/generate", "/api/chat", "/api/tags", "/healthz", "/metrics"} {
 		if spec.Paths[p] == nil {
 			t.Errorf("openapi.json lacks %s", p)
 		}

@@ -79,6 +79,10 @@ func New(cfg Config) *Server {
 	authed.GET("/v1/models/:model", s.getModel)
 	authed.POST("/v1/chat/completions", s.chatCompletions)
 	authed.POST("/v1/completions", s.completions)
+	ollama := r.Group("/api", ollamaErrors, s.auth())
+	ollama.GET("/tags", s.ollamaTags)
+	ollama.POST("/generate", s.ollamaGenerate)
+	ollama.POST("/chat", s.ollamaChat)
 	s.router = r
 	return s
 }
