@@ -293,30 +293,37 @@ try {
 console.log(JSON.stringify(out));
 `
 
-func TestOpenAINodeClient(t *testing.T) {
+// nodeScript installs an npm package once into the user's cache and writes script beside
+// it; it returns node and the script's path. Without npm the test is skipped (CI installs it).
+func nodeScript(t *testing.T, pkg, version, script string) (node, path string) {
+	t.Helper()
 	npm, err := exec.LookPath("npm")
 	if err != nil {
 		t.Skip("npm is not installed")
 	}
-	node, err := exec.LookPath("node")
-	if err != nil {
+	if node, err = exec.LookPath("node"); err != nil {
 		t.Fatal("npm is installed but node is not")
 	}
 	cache, err := os.UserCacheDir()
 	if err != nil {
 		cache = os.TempDir()
 	}
-	dir := filepath.Join(cache, "conch-test", "openai-node-"+openaiNodeVersion)
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "openai", "package.json")); err != nil {
-		out, err := exec.Command(npm, "install", "--prefix", dir, "--no-audit", "--no-fund", "openai@"+openaiNodeVersion).CombinedOutput()
+	dir := filepath.Join(cache, "conch-test", pkg+"-node-"+version)
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg, "package.json")); err != nil {
+		out, err := exec.Command(npm, "install", "--prefix", dir, "--no-audit", "--no-fund", pkg+"@"+version).CombinedOutput()
 		if err != nil {
-			t.Fatalf("npm install openai@%s: %v\n%s", openaiNodeVersion, err, out)
+			t.Fatalf("npm install %s@%s: %v\n%s", pkg, version, err, out)
 		}
 	}
-	script := filepath.Join(dir, "conchd-e2e.mjs")
-	if err := os.WriteFile(script, []byte(openaiScript), 0o644); err != nil {
+	path = filepath.Join(dir, "conchd-e2e.mjs")
+	if err := os.WriteFile(path, []byte(script), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return node, path
+}
+
+func TestOpenAINodeClient(t *testing.T) {
+	node, script := nodeScript(t, "openai", openaiNodeVersion, openaiScript)
 	p := startBinary(t, "--model", tinyModel(t), "--ctx-size", "512", "--threads", "2", "--api-key", "sk-test")
 	cmd := exec.Command(node, script)
 	cmd.Env = append(os.Environ(), "BASE_URL="+p.url+"/v1", "API_KEY=sk-test")
@@ -366,4 +373,64 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// The official Ollama JavaScript client, unchanged, lists the models, streams a chat and
+// generates from conchd, and sees conchd's errors as Ollama's.
+const ollamaNodeVersion = "0.6.4"
+
+const ollamaScript = `
+import { Ollama } from "ollama";
+const client = new Ollama({ host: process.env.HOST, headers: { Authorization: "Bearer " + process.env.API_KEY } });
+const out = {};
+out.models = (await client.list()).models.map((m) => m.name);
+const stream = await client.chat({
+  model: "conch", messages: [{ role: "user", content: "请问你是谁" }], stream: true,
+  options: { temperature: 0, num_predict: 24 },
+});
+out.text = ""; out.parts = 0;
+for await (const part of stream) {
+  out.parts++;
+  out.text += part.message.content;
+  if (part.done) { out.reason = part.done_reason; out.evalCount = part.eval_count; }
+}
+const whole = await client.chat({
+  model: "conch:latest", messages: [{ role: "user", content: "请问你是谁" }], options: { temperature: 0, num_predict: 24 },
+});
+out.whole = whole.message.content;
+out.generated = (await client.generate({ model: "conch", prompt: "请问你是谁", options: { temperature: 0, num_predict: 24 } })).response;
+try {
+  await client.chat({ model: "nope", messages: [{ role: "user", content: "x" }] });
+} catch (e) { out.notFound = e.status_code + " " + e.error; }
+console.log(JSON.stringify(out));
+`
+
+func TestOllamaNodeClient(t *testing.T) {
+	node, script := nodeScript(t, "ollama", ollamaNodeVersion, ollamaScript)
+	p := startBinary(t, "--model", tinyModel(t), "--ctx-size", "512", "--threads", "2", "--api-key", "sk-test")
+	cmd := exec.Command(node, script)
+	cmd.Env = append(os.Environ(), "HOST="+p.url, "API_KEY=sk-test")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node: %v\n%s\n%s", err, out, p.log())
+	}
+	var res struct {
+		Models                 []string
+		Text, Whole, Generated string
+		Parts, EvalCount       int
+		Reason, NotFound       string
+	}
+	if err := json.Unmarshal(bytes.TrimSpace(out), &res); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	t.Logf("ollama client: %s", out)
+	if len(res.Models) != 1 || res.Models[0] != "conch" {
+		t.Errorf("models %v", res.Models)
+	}
+	if res.Text == "" || res.Text != res.Whole || res.Text != res.Generated || res.Parts < 3 || res.EvalCount == 0 || res.Reason == "" {
+		t.Errorf("streamed %q in %d parts (%s, %d tokens), whole %q, generated %q", res.Text, res.Parts, res.Reason, res.EvalCount, res.Whole, res.Generated)
+	}
+	if !strings.HasPrefix(res.NotFound, "404 ") || !strings.Contains(res.NotFound, "nope") {
+		t.Errorf("unknown model: %q", res.NotFound)
+	}
 }
