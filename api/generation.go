@@ -52,6 +52,32 @@ func (s *Server) resolveModel(e *engine.Engine, name string) (string, *apiError)
 	return "", errModelNotFound(name)
 }
 
+// generationRequest is a JSON request body that asks for a generation.
+type generationRequest interface {
+	options() (options, *apiError)
+	modelName() string
+}
+
+// begin is how every JSON generation handler starts: the engine, the body decoded, its
+// options and the adapter its model names. On failure it has answered and ok is false.
+func (s *Server) begin(c *gin.Context, body generationRequest) (e *engine.Engine, o options, adapter string, ok bool) {
+	if e = s.ready(c); e == nil {
+		return nil, o, "", false
+	}
+	aerr := decodeJSON(c, body)
+	if aerr == nil {
+		o, aerr = body.options()
+	}
+	if aerr == nil {
+		adapter, aerr = s.resolveModel(e, body.modelName())
+	}
+	if aerr != nil {
+		abort(c, aerr)
+		return nil, o, "", false
+	}
+	return e, o, adapter, true
+}
+
 // build validates o and fills in the engine request for prompt tokens toks, for slots of
 // n tokens.
 func (s *Server) build(n int, o options, toks []llama.Token, promptParam string) (engine.Request, *apiError) {

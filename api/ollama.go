@@ -147,27 +147,13 @@ func (r *ollamaCommon) options() (options, *apiError) {
 	return mo, nil
 }
 
-// ollamaModelName maps Ollama's "name:tag" to a served model ("latest" is no tag).
-func ollamaModelName(name string) string { return strings.TrimSuffix(name, ":latest") }
+// modelName maps Ollama's "name:tag" to a served model ("latest" is no tag).
+func (r *ollamaCommon) modelName() string { return strings.TrimSuffix(r.Model, ":latest") }
 
 func (s *Server) ollamaGenerate(c *gin.Context) {
-	e := s.ready(c)
-	if e == nil {
-		return
-	}
 	var body ollamaGenerateRequest
-	if err := decodeJSON(c, &body); err != nil {
-		abort(c, err)
-		return
-	}
-	o, aerr := body.options()
-	if aerr != nil {
-		abort(c, aerr)
-		return
-	}
-	adapter, aerr := s.resolveModel(e, ollamaModelName(body.Model))
-	if aerr != nil {
-		abort(c, aerr)
+	e, o, adapter, ok := s.begin(c, &body)
+	if !ok {
 		return
 	}
 	if body.Prompt == "" {
@@ -196,23 +182,9 @@ func (s *Server) ollamaGenerate(c *gin.Context) {
 }
 
 func (s *Server) ollamaChat(c *gin.Context) {
-	e := s.ready(c)
-	if e == nil {
-		return
-	}
 	var body ollamaChatRequest
-	if err := decodeJSON(c, &body); err != nil {
-		abort(c, err)
-		return
-	}
-	o, aerr := body.options()
-	if aerr != nil {
-		abort(c, aerr)
-		return
-	}
-	adapter, aerr := s.resolveModel(e, ollamaModelName(body.Model))
-	if aerr != nil {
-		abort(c, aerr)
+	e, o, adapter, ok := s.begin(c, &body)
+	if !ok {
 		return
 	}
 	if len(body.Messages) == 0 {
@@ -228,14 +200,8 @@ func (s *Server) ollamaChat(c *gin.Context) {
 		}
 		in[i] = chatMessage{Role: m.Role, Content: messageContent{Text: m.Content}}
 	}
-	msgs, aerr := chatMessages(in)
-	if aerr != nil {
-		abort(c, aerr)
-		return
-	}
-	p, err := s.renderer(e).Render(msgs)
-	if err != nil {
-		abort(c, badRequest("messages", "%v", err))
+	p, ok := s.renderChat(c, e, in)
+	if !ok {
 		return
 	}
 	s.ollamaAnswer(c, e, o, p, adapter, "messages", body.Stream, func(r *ollamaResponse, text string) {

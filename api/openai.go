@@ -47,6 +47,22 @@ func (s *Server) getModel(c *gin.Context) {
 	c.JSON(http.StatusOK, modelCard{ID: id, Object: "model", Created: s.created.Load(), OwnedBy: "conch"})
 }
 
+// renderChat validates a chat and renders it with the model's template. On failure it has
+// answered and ok is false.
+func (s *Server) renderChat(c *gin.Context, e *engine.Engine, in []chatMessage) (p chat.Prompt, ok bool) {
+	msgs, aerr := chatMessages(in)
+	if aerr != nil {
+		abort(c, aerr)
+		return p, false
+	}
+	p, err := s.renderer(e).Render(msgs)
+	if err != nil {
+		abort(c, badRequest("messages", "%v", err))
+		return p, false
+	}
+	return p, true
+}
+
 // chatMessages validates the chat and converts it for the template.
 func chatMessages(in []chatMessage) ([]llama.Message, *apiError) {
 	if len(in) == 0 {
@@ -73,37 +89,13 @@ func chatMessages(in []chatMessage) ([]llama.Message, *apiError) {
 }
 
 func (s *Server) chatCompletions(c *gin.Context) {
-	e := s.ready(c)
-	if e == nil {
-		return
-	}
 	var body chatRequest
-	if err := decodeJSON(c, &body); err != nil {
-		abort(c, err)
+	e, o, adapter, ok := s.begin(c, &body)
+	if !ok {
 		return
 	}
-	if body.MaxTokens == nil {
-		body.MaxTokens = body.MaxCompletionTokens
-	}
-	o, aerr := body.options()
-	if aerr != nil {
-		abort(c, aerr)
-		return
-	}
-	o.TopLogprobs = body.TopLogprobs
-	adapter, aerr := s.resolveModel(e, body.Model)
-	if aerr != nil {
-		abort(c, aerr)
-		return
-	}
-	msgs, aerr := chatMessages(body.Messages)
-	if aerr != nil {
-		abort(c, aerr)
-		return
-	}
-	p, err := s.renderer(e).Render(msgs)
-	if err != nil {
-		abort(c, badRequest("messages", "%v", err))
+	p, ok := s.renderChat(c, e, body.Messages)
+	if !ok {
 		return
 	}
 	r := s.start(c, e, o, p, adapter, "messages")
@@ -173,18 +165,9 @@ func (s *Server) streamFailed(c *gin.Context, w *sse, cancel context.CancelFunc,
 }
 
 func (s *Server) completions(c *gin.Context) {
-	e := s.ready(c)
-	if e == nil {
-		return
-	}
 	var body completionRequest
-	if err := decodeJSON(c, &body); err != nil {
-		abort(c, err)
-		return
-	}
-	o, aerr := body.options()
-	if aerr != nil {
-		abort(c, aerr)
+	e, o, adapter, ok := s.begin(c, &body)
+	if !ok {
 		return
 	}
 	if body.Logprobs != nil {
@@ -197,11 +180,6 @@ func (s *Server) completions(c *gin.Context) {
 	if body.Echo && o.MaxTokens != nil && *o.MaxTokens == 0 {
 		// The legacy API's way to score a prompt: echo it and generate nothing.
 		o.MaxTokens, o.ScoreOnly = nil, true
-	}
-	adapter, aerr := s.resolveModel(e, body.Model)
-	if aerr != nil {
-		abort(c, aerr)
-		return
 	}
 	if !body.Prompt.Set {
 		abort(c, badRequest("prompt", "missing"))

@@ -64,6 +64,19 @@ func (f *samplingFields) options() (options, *apiError) {
 	}, nil
 }
 
+func (f *samplingFields) modelName() string { return f.Model }
+
+// options adds chat's own fields: max_completion_tokens (OpenAI's newer max_tokens) and
+// top_logprobs.
+func (r *chatRequest) options() (options, *apiError) {
+	if r.MaxTokens == nil {
+		r.MaxTokens = r.MaxCompletionTokens
+	}
+	o, aerr := r.samplingFields.options()
+	o.TopLogprobs = r.TopLogprobs
+	return o, aerr
+}
+
 func (f *samplingFields) includeUsage() bool {
 	return f.StreamOptions != nil && f.StreamOptions.IncludeUsage
 }
