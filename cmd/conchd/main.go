@@ -47,6 +47,7 @@ func newCommand(ready func(addr string)) *cobra.Command {
   POST /v1/chat/completions        OpenAI-compatible, stream: true supported
   POST /v1/completions
   GET  /v1/models
+  POST /api/generate  /api/chat     Ollama-compatible (JSON lines); GET /api/tags
   GET  /healthz  /metrics  /docs  /openapi.json
 
 Settings come from flags, CONCH_* environment variables (CONCH_CTX_SIZE for --ctx-size)
