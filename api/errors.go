@@ -49,7 +49,7 @@ func errNotFound(msg string) *apiError {
 
 func errModelNotFound(name string) *apiError {
 	return &apiError{Status: http.StatusNotFound, Type: typeInvalid, Param: "model", Code: "model_not_found",
-		Message: fmt.Sprintf("model %q does not exist: GET /v1/models lists the models served", name)}
+		Message: fmt.Sprintf("model %q does not exist: GET /v1/models (or /api/tags) lists the models served", name)}
 }
 
 // abort answers with e and stops the handler chain; on Ollama's routes as Ollama does.
