@@ -115,11 +115,17 @@ func (c *Context) NCtx() int   { return c.nCtx }
 func (c *Context) NBatch() int { return c.nBat }
 func (c *Context) NSeq() int   { return c.nSeq }
 
+// MaxThreads is the most CPU threads ggml can run a graph on.
+const MaxThreads = C.GGML_MAX_N_THREADS
+
 // SetThreads sets the number of CPU threads for generation and batch processing (0: the
 // physical cores). The context keeps one pool of that many threads for all its decodes.
 func (c *Context) SetThreads(n int) error {
 	if n <= 0 {
 		n = DefaultThreads()
+	}
+	if n > MaxThreads {
+		return fmt.Errorf("%d threads is too many (at most %d)", n, MaxThreads)
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()

@@ -307,8 +307,8 @@ func TestGenerateKeepsCachedPrefix(t *testing.T) {
 	}
 }
 
-// A context's thread pool can be resized, and decodes called from different OS threads
-// (as cgo calls land wherever the goroutine runs) give the same logits.
+// A context's thread pool can be resized (within ggml's limit), and decodes called from
+// different OS threads (as cgo calls land wherever the goroutine runs) give the same logits.
 func TestThreadsAnyCountAnyCaller(t *testing.T) {
 	m, ctx := newStoriesContext(t, ContextParams{NCtx: 64, Threads: 1, KVF32: true})
 	toks, _ := m.Tokenize("Once upon a time", true, false)
@@ -326,6 +326,13 @@ func TestThreadsAnyCountAnyCaller(t *testing.T) {
 		return ctx.Logits(-1)
 	}
 	want := logits()
+	if err := ctx.SetThreads(MaxThreads + 1); err == nil {
+		t.Fatalf("%d threads accepted", MaxThreads+1)
+	}
+	if c, err := NewContext(m, ContextParams{NCtx: 64, Threads: MaxThreads + 1}); err == nil {
+		c.Close()
+		t.Fatalf("a context of %d threads was made", MaxThreads+1)
+	}
 	for _, n := range []int{3, 2, 0} {
 		if err := ctx.SetThreads(n); err != nil {
 			t.Fatal(err)

@@ -71,8 +71,8 @@ func (p TrainParams) resolved() (TrainParams, uint32, error) {
 		return p, 0, fmt.Errorf("LoRA alpha %v must be positive", p.Alpha)
 	case p.MaxSeqLen < 1 || p.MaxSeqLen > maxTrainSeqLen:
 		return p, 0, fmt.Errorf("max sequence length %d out of range (1..%d)", p.MaxSeqLen, maxTrainSeqLen)
-	case p.Threads > 1024:
-		return p, 0, fmt.Errorf("%d threads is too many", p.Threads)
+	case p.Threads > MaxThreads:
+		return p, 0, fmt.Errorf("%d threads is too many (at most %d)", p.Threads, MaxThreads)
 	case !(p.Beta1 >= 0 && p.Beta1 < 1) || !(p.Beta2 >= 0 && p.Beta2 < 1):
 		return p, 0, fmt.Errorf("AdamW betas (%v, %v) must be in [0, 1)", p.Beta1, p.Beta2)
 	case !finite32(p.Eps) || p.Eps <= 0:

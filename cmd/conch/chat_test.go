@@ -49,3 +49,19 @@ func TestChatReusesEarlierTurns(t *testing.T) {
 		t.Fatalf("turn 1: %s tokens, %s reused; turn 2: %d tokens, %d reused (want the first turn's prompt reused)", turns[0][1], turns[0][2], p2, r2)
 	}
 }
+
+// A model run that cannot start (a missing adapter, too many threads) ends with a message
+// and status 1, having freed what it had opened: no panic.
+func TestModelRunFailsCleanly(t *testing.T) {
+	model := testmodel.Cached(t, testmodel.Tiny("qwen2"))
+	for _, args := range [][]string{
+		{"generate", "-m", model, "-p", "hi", "--lora", "/no/such/adapter.gguf"},
+		{"generate", "-m", model, "-p", "hi", "-t", "100000"},
+		{"chat", "-m", model, "--lora", "/no/such/adapter.gguf"},
+	} {
+		out, code := conch(t, args...)
+		if code != 1 || !strings.HasPrefix(out, "conch: ") || strings.Contains(out, "panic") {
+			t.Errorf("%v: status %d, output %q", args, code, out)
+		}
+	}
+}

@@ -86,14 +86,15 @@ func (r *modelRun) addFlags(f *pflag.FlagSet, modelHelp string) {
 func (r *modelRun) open() (m *llama.Model, lctx *llama.Context, close func(), err error) {
 	r.sampler.Seed = uint32(r.seed)
 	var closers []func()
-	close = func() {
+	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i]()
 		}
 	}
+	close = closeAll
 	defer func() {
-		if err != nil {
-			close()
+		if err != nil { // the error returns set close to nil: free what was opened here
+			closeAll()
 		}
 	}()
 	if m, err = llama.LoadModel(r.model, llama.ModelParams{GPULayers: r.gpuLayers}); err != nil {
