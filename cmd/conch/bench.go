@@ -27,6 +27,9 @@ cost of the Go path is visible. The median of the repetitions is reported.`,
 			if len(models) == 0 {
 				return fmt.Errorf("need --model")
 			}
+			if reps < 1 {
+				return fmt.Errorf("--reps must be at least 1, got %d", reps)
+			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "threads=%d prompt=%d gen=%d reps=%d (%s/%s, %d CPUs)\n\n", threads, nPrompt, nGen, reps, runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
 			fmt.Fprintln(w, "| model | size | prompt tok/s Go | prompt tok/s C++ | gen tok/s Go | gen tok/s C++ | Go/C++ gen |")

@@ -50,14 +50,15 @@ func TestChatReusesEarlierTurns(t *testing.T) {
 	}
 }
 
-// A model run that cannot start (a missing adapter, too many threads) ends with a message
-// and status 1, having freed what it had opened: no panic.
+// A model run that cannot start (a missing adapter, too many threads, no repetitions) ends
+// with a message and status 1, having freed what it had opened: no panic.
 func TestModelRunFailsCleanly(t *testing.T) {
 	model := testmodel.Cached(t, testmodel.Tiny("qwen2"))
 	for _, args := range [][]string{
 		{"generate", "-m", model, "-p", "hi", "--lora", "/no/such/adapter.gguf"},
 		{"generate", "-m", model, "-p", "hi", "-t", "100000"},
 		{"chat", "-m", model, "--lora", "/no/such/adapter.gguf"},
+		{"bench", "-m", model, "-r", "0"},
 	} {
 		out, code := conch(t, args...)
 		if code != 1 || !strings.HasPrefix(out, "conch: ") || strings.Contains(out, "panic") {
