@@ -138,6 +138,16 @@ func (r *ollamaCommon) options() (options, *apiError) {
 	o := r.Options
 	mo := options{Temperature: o.Temperature, TopP: o.TopP, TopK: o.TopK, MinP: o.MinP, Seed: o.Seed, Stop: o.Stop,
 		RepeatPenalty: o.RepeatPenalty, PresencePenalty: o.PresencePenalty, FrequencyPenalty: o.FrequencyPenalty}
+	// What Ollama samples with when a request leaves these out (its documented defaults).
+	if mo.Temperature == nil {
+		mo.Temperature = ptr(0.8)
+	}
+	if mo.TopK == nil {
+		mo.TopK = ptr(40)
+	}
+	if mo.TopP == nil {
+		mo.TopP = ptr(0.9)
+	}
 	if o.NumPredict != nil && *o.NumPredict > 0 {
 		mo.MaxTokens = o.NumPredict
 	}
@@ -146,6 +156,8 @@ func (r *ollamaCommon) options() (options, *apiError) {
 	}
 	return mo, nil
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // modelName maps Ollama's "name:tag" to a served model ("latest" is no tag).
 func (r *ollamaCommon) modelName() string { return strings.TrimSuffix(r.Model, ":latest") }

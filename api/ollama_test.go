@@ -111,3 +111,18 @@ func TestOllamaBadRequests(t *testing.T) {
 		t.Errorf("without the key: %d %s", r.status, r.body)
 	}
 }
+
+// Settings a request leaves out get Ollama's defaults, not OpenAI's; given ones are kept.
+func TestOllamaDefaults(t *testing.T) {
+	var r ollamaCommon
+	o, aerr := r.options()
+	if aerr != nil || *o.Temperature != 0.8 || *o.TopK != 40 || *o.TopP != 0.9 || o.MaxTokens != nil || o.Seed != nil {
+		t.Fatalf("defaults %+v %v", o, aerr)
+	}
+	if err := json.Unmarshal([]byte(`{"options":{"temperature":0,"top_k":5,"top_p":1,"num_predict":7,"seed":-1}}`), &r); err != nil {
+		t.Fatal(err)
+	}
+	if o, _ = r.options(); *o.Temperature != 0 || *o.TopK != 5 || *o.TopP != 1 || *o.MaxTokens != 7 || o.Seed != nil {
+		t.Fatalf("given %+v", o)
+	}
+}
