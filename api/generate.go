@@ -107,16 +107,11 @@ func (s *Server) generate(c *gin.Context) {
 			return
 		}
 	}
-	res, err := pump(ctx, st, func(t string) error { return w.send("", generatePiece{Text: t}) })
-	if err != nil {
-		cancel()
-		if c.Request.Context().Err() == nil {
-			w.send("error", errorBody{runError(err)})
-		}
-		s.settle(model, st)
+	res, ok := s.relay(c, r, func(t string) error { return w.send("", generatePiece{Text: t}) },
+		func(e *apiError) { w.send("error", errorBody{e}) })
+	if !ok {
 		return
 	}
-	s.account(model, res)
 	w.send("done", generateDone{FinishReason: res.FinishReason, Usage: usageOf(res)})
 }
 

@@ -233,6 +233,24 @@ func (s *Server) settle(model string, st *engine.Stream) {
 	s.account(model, res)
 }
 
+// relay streams r's text to emit until the end and counts the finished request. When
+// that fails it ends the request: report tells a client still there what went wrong (each
+// API in its own shape), and the tokens are counted once the engine lets go. ok says
+// whether the answer is complete.
+func (s *Server) relay(c *gin.Context, r *running, emit func(string) error, report func(*apiError)) (engine.Result, bool) {
+	res, err := pump(r.ctx, r.st, emit)
+	if err != nil {
+		r.cancel()
+		if c.Request.Context().Err() == nil {
+			report(runError(err))
+		}
+		s.settle(r.model, r.st)
+		return res, false
+	}
+	s.account(r.model, res)
+	return res, true
+}
+
 // pump feeds the stream's text to emit until the end; it returns the result, or the
 // request context's error when the client went away.
 func pump(ctx context.Context, st *engine.Stream, emit func(string) error) (engine.Result, error) {

@@ -261,15 +261,9 @@ func (s *Server) ollamaAnswer(c *gin.Context, e *engine.Engine, o options, p cha
 		c.Writer.Flush()
 		return nil
 	}
-	res, err := pump(r.ctx, r.st, func(t string) error { return send(line(t)) })
-	if err != nil {
-		r.cancel()
-		if c.Request.Context().Err() == nil {
-			send(gin.H{"error": runError(err).Message})
-		}
-		s.settle(r.model, r.st)
-		return
+	res, ok := s.relay(c, r, func(t string) error { return send(line(t)) },
+		func(e *apiError) { send(gin.H{"error": e.Message}) })
+	if ok {
+		send(last("", res))
 	}
-	s.account(r.model, res)
-	send(last("", res))
 }

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"time"
@@ -138,12 +137,10 @@ func (s *Server) chatCompletions(c *gin.Context) {
 		s.settle(model, st)
 		return
 	}
-	res, err := pump(ctx, st, func(t string) error { return w.send("", chunk(chatDelta{Content: &t}, nil)) })
-	if err != nil {
-		s.streamFailed(c, w, cancel, err, model, st)
+	res, ok := s.relay(c, r, func(t string) error { return w.send("", chunk(chatDelta{Content: &t}, nil)) }, w.sendError)
+	if !ok {
 		return
 	}
-	s.account(model, res)
 	reason := res.FinishReason
 	w.send("", chunk(chatDelta{}, &reason))
 	if body.includeUsage() {
@@ -152,16 +149,6 @@ func (s *Server) chatCompletions(c *gin.Context) {
 			SystemFingerprint: fingerprint, Choices: []chatChunkChoice{}, Usage: &u})
 	}
 	w.raw("", []byte("[DONE]"))
-}
-
-// streamFailed ends an OpenAI stream after an error: the error as a data event (the
-// official clients raise it), unless the client is gone.
-func (s *Server) streamFailed(c *gin.Context, w *sse, cancel context.CancelFunc, err error, model string, st *engine.Stream) {
-	cancel()
-	if c.Request.Context().Err() == nil {
-		w.send("", errorBody{runError(err)})
-	}
-	s.settle(model, st)
 }
 
 func (s *Server) completions(c *gin.Context) {
@@ -250,12 +237,10 @@ func (s *Server) completions(c *gin.Context) {
 		s.settle(model, st)
 		return
 	}
-	res, err := pump(ctx, st, func(t string) error { return w.send("", resp(t, nil, nil)) })
-	if err != nil {
-		s.streamFailed(c, w, cancel, err, model, st)
+	res, ok := s.relay(c, r, func(t string) error { return w.send("", resp(t, nil, nil)) }, w.sendError)
+	if !ok {
 		return
 	}
-	s.account(model, res)
 	reason := res.FinishReason
 	final := resp("", &reason, nil)
 	if body.includeUsage() {

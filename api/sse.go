@@ -56,3 +56,7 @@ func (s *sse) raw(event string, data []byte) error {
 	s.w.Flush()
 	return nil
 }
+
+// sendError ends an OpenAI stream with the error as a data event (the official clients
+// raise it).
+func (s *sse) sendError(e *apiError) { s.send("", errorBody{e}) }
