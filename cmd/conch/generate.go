@@ -80,8 +80,3 @@ func printStats(res llama.GenerateResult) {
 		res.PromptTokens, res.CachedTokens, float64(res.PromptTokens-res.CachedTokens)/res.PromptTime.Seconds(),
 		res.Tokens, float64(max(res.Tokens-1, 0))/res.GenTime.Seconds(), res.FinishReason)
 }
-
-// warnf reports a fallback in the chat rendering on stderr.
-func warnf(msg string, args ...any) {
-	fmt.Fprintln(os.Stderr, append([]any{"conch: " + msg}, args...)...)
-}

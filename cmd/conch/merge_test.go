@@ -37,13 +37,20 @@ func conch(t *testing.T, args ...string) (string, int) {
 	return string(out), code
 }
 
-func TestMergeQuantizeConvertCLI(t *testing.T) {
-	base := testmodel.Cached(t, testmodel.Tiny("llama"))
-	dir := t.TempDir()
-	ad := filepath.Join(dir, "adapter.gguf")
-	if err := testmodel.WriteAdapter(ad, base, testmodel.AdapterSpec{Rank: 4, Seed: 1}); err != nil {
+// baseAndAdapter is a tiny llama model and a rank-4 adapter for it, in a fresh folder.
+func baseAndAdapter(t *testing.T, seed uint64) (base, dir, adapter string) {
+	t.Helper()
+	base = testmodel.Cached(t, testmodel.Tiny("llama"))
+	dir = t.TempDir()
+	adapter = filepath.Join(dir, "adapter.gguf")
+	if err := testmodel.WriteAdapter(adapter, base, testmodel.AdapterSpec{Rank: 4, Seed: seed}); err != nil {
 		t.Fatal(err)
 	}
+	return base, dir, adapter
+}
+
+func TestMergeQuantizeConvertCLI(t *testing.T) {
+	base, dir, ad := baseAndAdapter(t, 1)
 	merged := filepath.Join(dir, "merged-q8_0.gguf")
 	out, code := conch(t, "merge", "-q", "--model", base, "--lora", ad+":0.5", "--output", merged, "--type", "q8_0")
 	if code != 0 || !strings.Contains(out, "14 of 21 tensors merged and quantised, q8_0") {
@@ -163,12 +170,7 @@ func TestSecondInterruptQuitsAndCleansUp(t *testing.T) {
 
 // conch export reads LLaMA-Factory's export YAML; what it cannot honour is an error.
 func TestExportConfigCLI(t *testing.T) {
-	base := testmodel.Cached(t, testmodel.Tiny("llama"))
-	dir := t.TempDir()
-	ad := filepath.Join(dir, "adapter.gguf")
-	if err := testmodel.WriteAdapter(ad, base, testmodel.AdapterSpec{Rank: 4, Seed: 2}); err != nil {
-		t.Fatal(err)
-	}
+	base, dir, ad := baseAndAdapter(t, 2)
 	cfg := filepath.Join(dir, "merge.yaml")
 	os.WriteFile(cfg, []byte("### model\nmodel_name_or_path: "+base+"\nadapter_name_or_path: "+ad+
 		"\ntemplate: llama3\nfinetuning_type: lora\n\n### export\nexport_dir: "+filepath.Join(dir, "models", "conch_sft")+
