@@ -92,6 +92,8 @@ struct conch_train_params {
     int      use_gpu;
     uint64_t seed;
     float    beta1, beta2, eps;
+    int      checkpoint;    /* gradient checkpointing: keep only each layer's input from the
+                               forward pass and recompute the layer during the backward pass */
 };
 
 typedef struct conch_trainer conch_trainer;

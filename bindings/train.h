@@ -53,8 +53,11 @@ struct layer {
     bool has_lora[T_COUNT] = {};
 };
 
-// What one graph computes.
-enum graph_kind { G_TRAIN, G_EVAL, G_LOGITS };
+// What one graph computes. With gradient checkpointing a training step is several
+// graphs: the forward pass keeping only each layer's input (G_CK_FWD), then the head
+// with the loss (G_CK_HEAD), then each layer again, last to first, recomputed from its
+// kept input and run backward (G_CK_LAYER).
+enum graph_kind { G_TRAIN, G_EVAL, G_LOGITS, G_CK_FWD, G_CK_HEAD, G_CK_LAYER };
 
 struct built_graph {
     ggml_context * ctx = nullptr;
@@ -62,6 +65,7 @@ struct built_graph {
     ggml_tensor  * tokens = nullptr, * pos = nullptr, * mask = nullptr;
     ggml_tensor  * sel = nullptr, * labels = nullptr;
     ggml_tensor  * loss = nullptr, * loss_grad = nullptr, * logits = nullptr;
+    ggml_tensor  * dx = nullptr; // checkpointing: where the input's gradient accumulates (zero it first)
     ~built_graph() { if (ctx) ggml_free(ctx); }
 };
 
@@ -88,6 +92,12 @@ struct trainer {
     std::vector<layer> layers;
     std::vector<lora_tensor> lora;
 
+    // Gradient checkpointing (p.checkpoint): slots of [n_embd, max_seq_len] floats, slot l
+    // for layer l's input (n_layer: the head's), then two for the gradient passed from one
+    // layer graph to the next (written by one, read by the following).
+    ggml_backend_buffer_t buf_ck = nullptr;
+    size_t ck_slot_bytes = 0;
+
     int64_t step = 0;
     double n_acc = 0;      // supervised tokens accumulated since the last step
     bool acc_dirty = false;
@@ -100,8 +110,14 @@ struct trainer {
 void load_model(trainer & t);   // weights from the GGUF, LoRA init, backend buffers
 
 // train_graph.cpp
-void build_graph(trainer & t, built_graph & bg, graph_kind kind, int n_tokens, int n_sel);
+// layer, dy_in and dy_out are for the checkpointing kinds: the layer to run backward, and
+// the slots its output gradient comes from and its input gradient goes to (-1: none).
+void build_graph(trainer & t, built_graph & bg, graph_kind kind, int n_tokens, int n_sel, int layer = -1,
+                 int dy_in = -1, int dy_out = -1);
 size_t graph_nodes_max(const trainer & t);
+int lowest_lora_layer(const trainer & t); // n_layer when no layer has LoRA
+int head_rows(const trainer & t);         // checkpointing: supervised rows per head graph (64 MiB of logits)
+void alloc_checkpoints(trainer & t);
 
 // train_step.cpp
 void run_loss(trainer & t, bool train, const int32_t * tokens, const int32_t * labels, int n, double * loss_sum, int * n_sup);
@@ -115,6 +131,12 @@ void save_adapter(trainer & t, const char * path, const char * const * keys, con
 void save_state(trainer & t, const char * path);
 void load_state(trainer & t, const char * path);
 
-const char * target_suffix(int tgt);   // "attn_q", ..., "ffn_down"
+const char * target_suffix(int tgt);
+
+// A non-null address for tensors that are only planned (trainer::measure), never read.
+inline void * placeholder_data() {
+    alignas(64) static char p[64];
+    return p;
+}   // "attn_q", ..., "ffn_down"
 
 } // namespace conch_train

@@ -2,6 +2,7 @@
 // thread's error message and returns non-zero on failure.
 #include "train.h"
 
+#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -41,6 +42,37 @@ static void init_backend(trainer & t) {
     if (!t.backend) throw train_error("cannot initialise the compute backend");
 }
 
+// Calls plan(bg) for each graph a training step builds, at the longest sequence: the one
+// graph, or with checkpointing the forward pass, the head and a layer (all alike).
+template <typename F>
+static void for_each_step_graph(trainer & t, F && plan) {
+    const int T = t.p.max_seq_len, L = t.hp.n_layer;
+    if (!t.p.checkpoint) {
+        built_graph bg;
+        build_graph(t, bg, G_TRAIN, T, T);
+        plan(bg);
+        return;
+    }
+    const int low = lowest_lora_layer(t);
+    {
+        built_graph bg;
+        build_graph(t, bg, G_CK_FWD, T, 0);
+        plan(bg);
+    }
+    {
+        built_graph bg;
+        build_graph(t, bg, G_CK_HEAD, T, std::min(T, head_rows(t)), -1, -1, low < L ? L + 1 : -1);
+        plan(bg);
+    }
+    if (low < L) {
+        built_graph bg;
+        build_graph(t, bg, G_CK_LAYER, T, 0, L - 1, L + 1, L - 1 > low ? L + 2 : -1);
+        plan(bg);
+    }
+}
+
+static size_t checkpoint_bytes(const trainer & t) { return t.p.checkpoint ? t.ck_slot_bytes * (size_t)(t.hp.n_layer + 3) : 0; }
+
 static size_t host_bytes(const trainer & t) {
     size_t n = 0;
     for (const auto & lt : t.lora) n += ggml_nelements(lt.w);
@@ -57,13 +89,14 @@ extern "C" int conch_train_new(const struct conch_train_params * p, const struct
         t.hp = *hp;
         init_backend(t);
         load_model(t);
+        if (t.p.checkpoint) alloc_checkpoints(t);
         t.galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(t.backend));
         if (!t.galloc) throw train_error("out of memory");
         // Reserve the compute buffer for the longest sequence now, so that a size that
         // does not fit fails here rather than in the middle of training.
-        built_graph bg;
-        build_graph(t, bg, G_TRAIN, t.p.max_seq_len, t.p.max_seq_len);
-        if (!ggml_gallocr_reserve(t.galloc, bg.g)) throw train_error("out of memory for the compute buffer");
+        for_each_step_graph(t, [&](built_graph & bg) {
+            if (!ggml_gallocr_reserve(t.galloc, bg.g)) throw train_error("out of memory for the compute buffer");
+        });
         *out = ct.release();
     });
 }
@@ -79,22 +112,24 @@ extern "C" int conch_train_estimate(const struct conch_train_params * p, const s
         t.measure = true;
         init_backend(t);
         load_model(t);
+        if (t.p.checkpoint) alloc_checkpoints(t);
         ggml_backend_buffer_type_t buft = ggml_backend_get_default_buffer_type(t.backend);
         const size_t w = ggml_backend_alloc_ctx_tensors_from_buft_size(t.ctx_w, buft);
         const size_t l = ggml_backend_alloc_ctx_tensors_from_buft_size(t.ctx_l, buft);
         // Plan the compute buffer as NewTrainer reserves it, with the weights and LoRA
         // tensors marked as allocated elsewhere (a placeholder address that nothing reads:
         // planning does not touch tensor data), so the plan matches the real one.
-        static char placeholder[64] alignas(64);
         for (ggml_context * c : {t.ctx_w, t.ctx_l})
-            for (ggml_tensor * x = ggml_get_first_tensor(c); x; x = ggml_get_next_tensor(c, x)) x->data = placeholder;
-        built_graph bg;
-        build_graph(t, bg, G_TRAIN, t.p.max_seq_len, t.p.max_seq_len);
+            for (ggml_tensor * x = ggml_get_first_tensor(c); x; x = ggml_get_next_tensor(c, x)) x->data = placeholder_data();
         t.galloc = ggml_gallocr_new(buft);
         if (!t.galloc) throw train_error("out of memory");
         size_t compute = 0;
-        ggml_gallocr_reserve_n_size(t.galloc, bg.g, nullptr, nullptr, &compute);
-        *bytes = (uint64_t)(w + l + compute + host_bytes(t));
+        for_each_step_graph(t, [&](built_graph & bg) {
+            size_t n = 0;
+            ggml_gallocr_reserve_n_size(t.galloc, bg.g, nullptr, nullptr, &n);
+            compute = std::max(compute, n);
+        });
+        *bytes = (uint64_t)(w + l + compute + checkpoint_bytes(t) + host_bytes(t));
     });
 }
 
@@ -104,6 +139,7 @@ extern "C" uint64_t conch_train_memory(conch_trainer * ct) {
     if (t.buf_w) n += ggml_backend_buffer_get_size(t.buf_w);
     if (t.buf_l) n += ggml_backend_buffer_get_size(t.buf_l);
     if (t.galloc) n += ggml_gallocr_get_buffer_size(t.galloc, 0);
+    if (t.buf_ck) n += ggml_backend_buffer_get_size(t.buf_ck);
     return n;
 }
 

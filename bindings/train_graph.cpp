@@ -3,6 +3,7 @@
 // automatic backward pass into our own gradient accumulators.
 #include "train.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <unordered_map>
@@ -263,30 +264,167 @@ void thin_lora_products(trainer & t, ggml_context * ctx, ggml_cgraph * g) {
     rw.commit();
 }
 
+// The backward pass of bg.loss into the LoRA accumulators (and the gradient of input, a
+// parameter since before the graph was expanded, into input_acc), then the rewrites that
+// make it fast and safe.
+void backward(trainer & t, built_graph & bg, ggml_tensor * input, ggml_tensor * input_acc) {
+    ggml_context * ctx = bg.ctx;
+    ggml_set_loss(bg.loss);
+    std::unordered_map<const ggml_tensor *, ggml_tensor *> acc;
+    for (auto & lt : t.lora) acc[lt.w] = lt.grad;
+    if (input) {
+        acc[input] = input_acc;
+        bg.dx = input_acc;
+    }
+    const int n = ggml_graph_n_nodes(bg.g);
+    std::vector<ggml_tensor *> accs(n, nullptr);
+    for (int i = 0; i < n; i++) {
+        auto it = acc.find(ggml_graph_node(bg.g, i));
+        if (it != acc.end()) accs[i] = it->second;
+    }
+    ggml_build_backward_expand(ctx, bg.g, accs.data());
+    bg.loss_grad = ggml_graph_get_grad_acc(bg.g, bg.loss);
+    ggml_set_input(bg.loss_grad);
+
+    if (t.wtype != GGML_TYPE_F32) use_transposed_weights(t, ctx, bg.g);
+    std::unordered_set<const ggml_tensor *> small;
+    for (auto & lt : t.lora) small.insert(lt.w);
+    out_prods_as_mul_mats(ctx, bg.g, small);
+    thin_lora_products(t, ctx, bg.g);
+
+    // The graph allocator may run these backward ops in place over one of their inputs,
+    // but the CPU kernels overwrite the output before they are done reading that input
+    // (rms_norm_back re-reads its incoming gradient, soft_max_back its forward output).
+    // Outputs are never reused, which keeps those inputs intact.
+    for (int i = 0; i < ggml_graph_n_nodes(bg.g); i++) {
+        ggml_tensor * node = ggml_graph_node(bg.g, i);
+        if (node->op == GGML_OP_RMS_NORM_BACK) ggml_set_output(node->src[0]);
+        if (node->op == GGML_OP_SOFT_MAX_BACK) ggml_set_output(node->src[1]);
+    }
+}
+
+// Turns every node whose value reaches no tensor outside the compute buffer (gradient
+// accumulators, checkpoint slots: those with an address before the graph is placed) into
+// a no-op. The allocator still gives it room, a few [n_embd, T] tensors in all. In a layer graph that is the layer's
+// last projection, its residual add and the stand-in loss: computed only to be
+// differentiated, and the backward pass never reads them. Saves the down projection's
+// product, about a third of a recomputed layer.
+void drop_unread(ggml_cgraph * g) {
+    const int n = ggml_graph_n_nodes(g);
+    std::unordered_set<const ggml_tensor *> live;
+    std::vector<const ggml_tensor *> todo;
+    for (int i = 0; i < n; i++) {
+        const ggml_tensor * node = ggml_graph_node(g, i);
+        const ggml_tensor * home = node->view_src ? node->view_src : node;
+        if (node->op != GGML_OP_NONE && home->data) todo.push_back(node);
+    }
+    while (!todo.empty()) {
+        const ggml_tensor * x = todo.back();
+        todo.pop_back();
+        if (!live.insert(x).second) continue;
+        for (int j = 0; j < GGML_MAX_SRC; j++)
+            if (x->src[j]) todo.push_back(x->src[j]);
+        if (x->view_src) todo.push_back(x->view_src);
+    }
+    for (int i = 0; i < n; i++) {
+        ggml_tensor * node = ggml_graph_node(g, i);
+        if (live.count(node)) continue;
+        node->op = GGML_OP_NONE;
+        for (int j = 0; j < GGML_MAX_SRC; j++) node->src[j] = nullptr;
+    }
+}
+
+// Checkpoint slot i as a [n_embd, T] tensor of this graph (its first T columns).
+ggml_tensor * slot(trainer & t, ggml_context * ctx, int i, int T) {
+    ggml_tensor * x = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, t.hp.n_embd, T);
+    if (t.measure) {
+        x->data = placeholder_data();
+    } else {
+        char * base = (char *)ggml_backend_buffer_get_base(t.buf_ck);
+        if (ggml_backend_tensor_alloc(t.buf_ck, x, base + (size_t)i * t.ck_slot_bytes) != GGML_STATUS_SUCCESS) {
+            throw train_error("cannot place a checkpoint tensor");
+        }
+    }
+    return x;
+}
+
 } // namespace
 
-void build_graph(trainer & t, built_graph & bg, graph_kind kind, int T, int n_sel) {
+int lowest_lora_layer(const trainer & t) {
+    for (int il = 0; il < t.hp.n_layer; il++)
+        for (int tg = 0; tg < T_COUNT; tg++)
+            if (t.layers[il].has_lora[tg]) return il;
+    return t.hp.n_layer;
+}
+
+int head_rows(const trainer & t) {
+    const int64_t per_row = (int64_t)t.hp.n_vocab * (int64_t)sizeof(float);
+    return (int)std::max<int64_t>(32, (int64_t)(64 << 20) / std::max<int64_t>(1, per_row));
+}
+
+void alloc_checkpoints(trainer & t) {
+    const size_t align = ggml_backend_get_alignment(t.backend);
+    t.ck_slot_bytes = GGML_PAD((size_t)t.hp.n_embd * (size_t)t.p.max_seq_len * sizeof(float), align);
+    if (t.measure) return;
+    t.buf_ck = ggml_backend_alloc_buffer(t.backend, t.ck_slot_bytes * (size_t)(t.hp.n_layer + 3));
+    if (!t.buf_ck) throw train_error("out of memory for the checkpoints");
+}
+
+void build_graph(trainer & t, built_graph & bg, graph_kind kind, int T, int n_sel, int layer, int dy_in, int dy_out) {
     const auto & hp = t.hp;
-    const size_t n_nodes = graph_nodes_max(t);
-    ggml_init_params ip = {ggml_tensor_overhead() * n_nodes * 2 + ggml_graph_overhead_custom(n_nodes, true), nullptr, true};
+    const bool one_part = kind == G_CK_HEAD || kind == G_CK_LAYER;
+    const size_t n_nodes = one_part ? 2048 : graph_nodes_max(t);
+    const bool grads = kind == G_TRAIN || one_part;
+    ggml_init_params ip = {ggml_tensor_overhead() * n_nodes * 2 + ggml_graph_overhead_custom(n_nodes, grads), nullptr, true};
     bg.ctx = ggml_init(ip);
     if (!bg.ctx) throw train_error("out of memory");
     ggml_context * ctx = bg.ctx;
-    bg.g = ggml_new_graph_custom(ctx, n_nodes, kind == G_TRAIN);
+    bg.g = ggml_new_graph_custom(ctx, n_nodes, grads);
 
-    bg.tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);
-    ggml_set_name(bg.tokens, "tokens");
-    ggml_set_input(bg.tokens);
-    bg.pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);
-    ggml_set_name(bg.pos, "pos");
-    ggml_set_input(bg.pos);
-    bg.mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, T, T);
-    ggml_set_name(bg.mask, "mask");
-    ggml_set_input(bg.mask);
+    if (kind != G_CK_HEAD && kind != G_CK_LAYER) {
+        bg.tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);
+        ggml_set_name(bg.tokens, "tokens");
+        ggml_set_input(bg.tokens);
+    }
+    if (kind != G_CK_HEAD) {
+        bg.pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);
+        ggml_set_name(bg.pos, "pos");
+        ggml_set_input(bg.pos);
+        bg.mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, T, T);
+        ggml_set_name(bg.mask, "mask");
+        ggml_set_input(bg.mask);
+    }
 
     builder b{t, ctx, T};
-    ggml_tensor * x = ggml_get_rows(ctx, t.tok_embd, bg.tokens);
-    for (int il = 0; il < hp.n_layer; il++) x = b.layer_fwd(t.layers[il], x, bg.pos, bg.mask);
+    if (kind == G_CK_LAYER) {
+        // Layer `layer` again from its kept input, with a loss whose gradient at the
+        // layer's output is the one the layer above sent back: sum(y * dy).
+        ggml_tensor * x = slot(t, ctx, layer, T);
+        if (dy_out >= 0) ggml_set_param(x);
+        ggml_tensor * y = b.layer_fwd(t.layers[layer], x, bg.pos, bg.mask);
+        bg.loss = ggml_sum(ctx, ggml_mul(ctx, y, slot(t, ctx, dy_in, T)));
+        ggml_build_forward_expand(bg.g, bg.loss);
+        backward(t, bg, dy_out >= 0 ? x : nullptr, dy_out >= 0 ? slot(t, ctx, dy_out, T) : nullptr);
+        drop_unread(bg.g);
+        return;
+    }
+
+    ggml_tensor * x;
+    if (kind == G_CK_HEAD) {
+        x = slot(t, ctx, hp.n_layer, T);
+        if (dy_out >= 0) ggml_set_param(x);
+    } else {
+        x = ggml_get_rows(ctx, t.tok_embd, bg.tokens);
+        const int keep_from = kind == G_CK_FWD ? lowest_lora_layer(t) : hp.n_layer + 1;
+        for (int il = 0; il < hp.n_layer; il++) {
+            if (il >= keep_from) ggml_build_forward_expand(bg.g, ggml_cpy(ctx, x, slot(t, ctx, il, T)));
+            x = b.layer_fwd(t.layers[il], x, bg.pos, bg.mask);
+        }
+        if (kind == G_CK_FWD) {
+            ggml_build_forward_expand(bg.g, ggml_cpy(ctx, x, slot(t, ctx, hp.n_layer, T)));
+            return;
+        }
+    }
     ggml_tensor * h = b.norm(x, t.out_norm);
 
     if (kind == G_LOGITS) {
@@ -313,39 +451,12 @@ void build_graph(trainer & t, built_graph & bg, graph_kind kind, int T, int n_se
     ggml_set_output(loss);
     bg.loss = loss;
     ggml_build_forward_expand(bg.g, loss);
-    if (kind != G_TRAIN) {
+    if (kind == G_EVAL) {
         thin_lora_products(t, ctx, bg.g);
         return;
     }
-
-    ggml_set_loss(loss);
-    std::unordered_map<const ggml_tensor *, ggml_tensor *> acc;
-    for (auto & lt : t.lora) acc[lt.w] = lt.grad;
-    const int n = ggml_graph_n_nodes(bg.g);
-    std::vector<ggml_tensor *> accs(n, nullptr);
-    for (int i = 0; i < n; i++) {
-        auto it = acc.find(ggml_graph_node(bg.g, i));
-        if (it != acc.end()) accs[i] = it->second;
-    }
-    ggml_build_backward_expand(ctx, bg.g, accs.data());
-    bg.loss_grad = ggml_graph_get_grad_acc(bg.g, loss);
-    ggml_set_input(bg.loss_grad);
-
-    if (t.wtype != GGML_TYPE_F32) use_transposed_weights(t, ctx, bg.g);
-    std::unordered_set<const ggml_tensor *> small;
-    for (auto & lt : t.lora) small.insert(lt.w);
-    out_prods_as_mul_mats(ctx, bg.g, small);
-    thin_lora_products(t, ctx, bg.g);
-
-    // The graph allocator may run these backward ops in place over one of their inputs,
-    // but the CPU kernels overwrite the output before they are done reading that input
-    // (rms_norm_back re-reads its incoming gradient, soft_max_back its forward output).
-    // Outputs are never reused, which keeps those inputs intact.
-    for (int i = 0; i < ggml_graph_n_nodes(bg.g); i++) {
-        ggml_tensor * node = ggml_graph_node(bg.g, i);
-        if (node->op == GGML_OP_RMS_NORM_BACK) ggml_set_output(node->src[0]);
-        if (node->op == GGML_OP_SOFT_MAX_BACK) ggml_set_output(node->src[1]);
-    }
+    const bool dx = kind == G_CK_HEAD && dy_out >= 0;
+    backward(t, bg, dx ? x : nullptr, dx ? slot(t, ctx, dy_out, T) : nullptr);
 }
 
 } // namespace conch_train

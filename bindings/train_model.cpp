@@ -19,6 +19,7 @@ const char * target_suffix(int tgt) {
 
 trainer::~trainer() {
     if (galloc) ggml_gallocr_free(galloc);
+    if (buf_ck) ggml_backend_buffer_free(buf_ck);
     if (buf_l) ggml_backend_buffer_free(buf_l);
     if (buf_w) ggml_backend_buffer_free(buf_w);
     if (ctx_l) ggml_free(ctx_l);

@@ -40,8 +40,10 @@ static void alloc_graph(trainer & t, built_graph & bg) {
     if (!ggml_gallocr_alloc_graph(t.galloc, bg.g)) throw train_error("out of memory for the compute buffer");
 }
 
+// Positions and the causal mask (and tokens) for the graphs that have them.
 static void set_common_inputs(built_graph & bg, const int32_t * tokens, int n) {
-    ggml_backend_tensor_set(bg.tokens, tokens, 0, n * sizeof(int32_t));
+    if (bg.tokens) ggml_backend_tensor_set(bg.tokens, tokens, 0, n * sizeof(int32_t));
+    if (!bg.pos) return;
     std::vector<int32_t> pos(n);
     for (int i = 0; i < n; i++) pos[i] = i;
     ggml_backend_tensor_set(bg.pos, pos.data(), 0, n * sizeof(int32_t));
@@ -50,6 +52,17 @@ static void set_common_inputs(built_graph & bg, const int32_t * tokens, int n) {
     for (int q = 0; q < n; q++)
         for (int k = 0; k < n; k++) mask[(size_t)q * n + k] = k <= q ? 0.0f : -INFINITY;
     ggml_backend_tensor_set(bg.mask, mask.data(), 0, mask.size() * sizeof(float));
+}
+
+// The supervised rows, their one-hot labels, and the loss gradient of 1 for a backward pass.
+static void set_loss_inputs(trainer & t, built_graph & bg, const std::vector<int32_t> & sel, const std::vector<int32_t> & lab) {
+    ggml_backend_tensor_set(bg.sel, sel.data(), 0, sel.size() * sizeof(int32_t));
+    // One-hot labels, set element by element so no [vocab x rows] host copy is needed.
+    ggml_backend_tensor_memset(bg.labels, 0, 0, ggml_nbytes(bg.labels));
+    const float one = 1.0f;
+    const size_t V = (size_t)t.hp.n_vocab;
+    for (size_t j = 0; j < lab.size(); j++) ggml_backend_tensor_set(bg.labels, &one, (j * V + lab[j]) * sizeof(float), sizeof(float));
+    if (bg.loss_grad) ggml_backend_tensor_set(bg.loss_grad, &one, 0, sizeof(float));
 }
 
 // CONCH_TRAIN_PROFILE=1 runs graphs one node at a time and prints the time spent per op
@@ -131,6 +144,53 @@ static void compute(trainer & t, built_graph & bg) {
     if (ggml_backend_graph_compute(t.backend, bg.g) != GGML_STATUS_SUCCESS) throw train_error("graph compute failed");
 }
 
+// A training step with gradient checkpointing: the forward pass keeps each layer's input,
+// the head computes the loss and its gradient at the last hidden state, then each layer,
+// last to first, is recomputed from its input and run backward, handing the gradient at
+// its input to the layer below through two checkpoint slots used in turn.
+static float run_train_checkpointed(trainer & t, const int32_t * tokens, int n, const std::vector<int32_t> & sel,
+                                    const std::vector<int32_t> & lab) {
+    const int L = t.hp.n_layer, low = lowest_lora_layer(t);
+    {
+        built_graph bg;
+        build_graph(t, bg, G_CK_FWD, n, 0);
+        alloc_graph(t, bg);
+        set_common_inputs(bg, tokens, n);
+        compute(t, bg);
+    }
+    int dy = L + 1; // the slot holding the gradient at the next layer's output
+    float loss = 0;
+    // The head in slices of rows: its logits, labels and their gradients are the
+    // largest tensors of a step (rows x vocabulary, four times over).
+    const int rows = head_rows(t);
+    for (size_t r0 = 0; r0 < sel.size(); r0 += rows) {
+        const size_t nr = std::min(sel.size() - r0, (size_t)rows);
+        const std::vector<int32_t> sel_r(sel.begin() + r0, sel.begin() + r0 + nr), lab_r(lab.begin() + r0, lab.begin() + r0 + nr);
+        built_graph bg;
+        build_graph(t, bg, G_CK_HEAD, n, (int)nr, -1, -1, low < L ? dy : -1);
+        alloc_graph(t, bg);
+        set_loss_inputs(t, bg, sel_r, lab_r);
+        if (bg.dx && r0 == 0) ggml_backend_tensor_memset(bg.dx, 0, 0, ggml_nbytes(bg.dx));
+        compute(t, bg);
+        float part = 0;
+        ggml_backend_tensor_get(bg.loss, &part, 0, sizeof(float));
+        loss += part;
+    }
+    const float one = 1.0f;
+    for (int il = L - 1; il >= low; il--) {
+        const int next = dy == L + 1 ? L + 2 : L + 1;
+        built_graph bg;
+        build_graph(t, bg, G_CK_LAYER, n, 0, il, dy, il > low ? next : -1);
+        alloc_graph(t, bg);
+        set_common_inputs(bg, nullptr, n);
+        ggml_backend_tensor_set(bg.loss_grad, &one, 0, sizeof(float));
+        if (bg.dx) ggml_backend_tensor_memset(bg.dx, 0, 0, ggml_nbytes(bg.dx));
+        compute(t, bg);
+        dy = next;
+    }
+    return loss;
+}
+
 void run_loss(trainer & t, bool train, const int32_t * tokens, const int32_t * labels, int n, double * loss_sum, int * n_sup) {
     std::vector<int32_t> sel, lab;
     for (int i = 0; i < n; i++) {
@@ -143,20 +203,18 @@ void run_loss(trainer & t, bool train, const int32_t * tokens, const int32_t * l
     *n_sup = (int)sel.size();
     if (sel.empty()) return;
 
-    built_graph bg;
-    build_graph(t, bg, train ? G_TRAIN : G_EVAL, n, (int)sel.size());
-    alloc_graph(t, bg);
-    set_common_inputs(bg, tokens, n);
-    ggml_backend_tensor_set(bg.sel, sel.data(), 0, sel.size() * sizeof(int32_t));
-    // One-hot labels, set element by element so no [vocab x rows] host copy is needed.
-    ggml_backend_tensor_memset(bg.labels, 0, 0, ggml_nbytes(bg.labels));
-    const float one = 1.0f;
-    const size_t V = (size_t)t.hp.n_vocab;
-    for (size_t j = 0; j < lab.size(); j++) ggml_backend_tensor_set(bg.labels, &one, (j * V + lab[j]) * sizeof(float), sizeof(float));
-    if (train) ggml_backend_tensor_set(bg.loss_grad, &one, 0, sizeof(float));
-    compute(t, bg);
     float loss = 0;
-    ggml_backend_tensor_get(bg.loss, &loss, 0, sizeof(float));
+    if (train && t.p.checkpoint) {
+        loss = run_train_checkpointed(t, tokens, n, sel, lab);
+    } else {
+        built_graph bg;
+        build_graph(t, bg, train ? G_TRAIN : G_EVAL, n, (int)sel.size());
+        alloc_graph(t, bg);
+        set_common_inputs(bg, tokens, n);
+        set_loss_inputs(t, bg, sel, lab);
+        compute(t, bg);
+        ggml_backend_tensor_get(bg.loss, &loss, 0, sizeof(float));
+    }
     *loss_sum = loss;
     if (train) {
         t.n_acc += (double)sel.size();

@@ -55,8 +55,11 @@ type Config struct {
 	Overwrite      bool    `yaml:"overwrite_output_dir" mapstructure:"overwrite_output_dir"`
 
 	ComputeType string `yaml:"compute_type" mapstructure:"compute_type"`
-	Threads     int    `yaml:"threads" mapstructure:"threads"`       // 0: physical cores
-	GPULayers   int    `yaml:"gpu_layers" mapstructure:"gpu_layers"` // CUDA builds: layers on the GPU (-1 all)
+	// GradientCheckpointing: "auto" (on only when training would not fit in memory
+	// otherwise), "true" or "false"; see Checkpointing.
+	GradientCheckpointing string `yaml:"gradient_checkpointing" mapstructure:"gradient_checkpointing"`
+	Threads               int    `yaml:"threads" mapstructure:"threads"`       // 0: physical cores
+	GPULayers             int    `yaml:"gpu_layers" mapstructure:"gpu_layers"` // CUDA builds: layers on the GPU (-1 all)
 
 	// Resume continues from the newest complete checkpoint in OutputDir. It is a
 	// command, not a setting, so it is never saved in config.yaml.
@@ -66,29 +69,45 @@ type Config struct {
 // Defaults returns the settings used where nothing else says otherwise.
 func Defaults() Config {
 	return Config{
-		DatasetDir:     "data",
-		Template:       "auto",
-		Stage:          "sft",
-		FinetuningType: "lora",
-		LoraRank:       8,
-		LoraTarget:     "all",
-		LearningRate:   1e-4,
-		Epochs:         3,
-		MaxGradNorm:    1,
-		AdamBeta1:      0.9,
-		AdamBeta2:      0.999,
-		AdamEpsilon:    1e-8,
-		Scheduler:      "cosine",
-		BatchSize:      2,
-		GradAccum:      4,
-		CutoffLen:      1024,
-		Seed:           42,
-		LoggingSteps:   10,
-		SaveSteps:      500,
-		SaveTotalLimit: 3,
-		ComputeType:    "f32",
-		GPULayers:      -1,
+		DatasetDir:            "data",
+		Template:              "auto",
+		Stage:                 "sft",
+		FinetuningType:        "lora",
+		LoraRank:              8,
+		LoraTarget:            "all",
+		LearningRate:          1e-4,
+		Epochs:                3,
+		MaxGradNorm:           1,
+		AdamBeta1:             0.9,
+		AdamBeta2:             0.999,
+		AdamEpsilon:           1e-8,
+		Scheduler:             "cosine",
+		BatchSize:             2,
+		GradAccum:             4,
+		CutoffLen:             1024,
+		Seed:                  42,
+		LoggingSteps:          10,
+		SaveSteps:             500,
+		SaveTotalLimit:        3,
+		ComputeType:           "f32",
+		GradientCheckpointing: "auto",
+		GPULayers:             -1,
 	}
+}
+
+// Checkpointing parses gradient_checkpointing: on, off, or auto (on when needed). With
+// it, each layer is computed twice (about a third more time) and only one layer's
+// activations are held at once instead of every layer's.
+func (c Config) Checkpointing() (on, auto bool, err error) {
+	switch strings.ToLower(strings.TrimSpace(c.GradientCheckpointing)) {
+	case "auto", "":
+		return false, true, nil
+	case "true", "on", "yes", "1":
+		return true, false, nil
+	case "false", "off", "no", "0":
+		return false, false, nil
+	}
+	return false, false, fmt.Errorf("gradient_checkpointing %q: use auto, true or false", c.GradientCheckpointing)
 }
 
 // Schedulers are the accepted lr_scheduler_type values.
@@ -260,6 +279,9 @@ func (c Config) Validate() error {
 	}
 	if !slices.Contains(ComputeTypes, c.ComputeType) {
 		bad("compute_type %q: use one of %s", c.ComputeType, strings.Join(ComputeTypes, ", "))
+	}
+	if _, _, err := c.Checkpointing(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Threads < 0 {
 		bad("threads %d: must not be negative (0: physical cores)", c.Threads)

@@ -28,6 +28,19 @@ type job struct {
 }
 
 // device names where training runs, for the log.
+// memoryRoom is the memory training may take where it runs: what the system has
+// available, or the GPU's free memory. known is false when that cannot be read.
+func memoryRoom(gpuLayers int) (room uint64, where string, known bool) {
+	if gpuLayers != 0 {
+		if gpus := llama.GPUs(); len(gpus) > 0 {
+			return gpus[0].Free, gpus[0].Name, true
+		}
+		return 0, "", false
+	}
+	avail, err := availableMemory()
+	return avail, "this machine", err == nil
+}
+
 func (j *job) device() string {
 	if j.params.GPULayers != 0 {
 		if gpus := llama.GPUs(); len(gpus) > 0 {
@@ -117,10 +130,12 @@ func prepare(cfg Config, pr *progress) (*job, error) {
 		}
 		gpuLayers = 0 // -1 means "the GPU if there is one"
 	}
+	ckOn, ckAuto, _ := cfg.Checkpointing()
 	j.params = llama.TrainParams{
 		Rank: cfg.LoraRank, Alpha: float32(cfg.Alpha()), Targets: targets, MaxSeqLen: longest,
 		ComputeType: cfg.ComputeType, Threads: cfg.Threads, GPULayers: gpuLayers, Seed: cfg.Seed,
 		Beta1: float32(cfg.AdamBeta1), Beta2: float32(cfg.AdamBeta2), Eps: float32(cfg.AdamEpsilon),
+		Checkpoint: ckOn,
 	}
 	j.estimate = llama.EstimateTrainMemory(info, j.params)
 	if j.estimate == 0 {
@@ -132,15 +147,37 @@ func prepare(cfg Config, pr *progress) (*job, error) {
 		}
 		return nil, terr
 	}
-	if gpuLayers == 0 {
-		avail, aerr := availableMemory()
-		if aerr == nil && j.estimate > avail {
-			return nil, fmt.Errorf("training needs about %s of memory (lora_rank %d, longest sample %d tokens, compute_type %s) but only %s is available: use a smaller model, a lower cutoff_len or lora_rank, or free memory",
-				fmtBytes(j.estimate), cfg.LoraRank, longest, cfg.ComputeType, fmtBytes(avail))
+	room, where, known := memoryRoom(gpuLayers)
+	if known && j.estimate > room && ckAuto {
+		// Recomputing layers is slower, so auto turns it on only when it is needed.
+		p := j.params
+		p.Checkpoint = true
+		if est := llama.EstimateTrainMemory(info, p); est > 0 {
+			if est <= room {
+				pr.line("gradient checkpointing on: training would need about %s, more than the %s %s has, and %s with it",
+					fmtBytes(j.estimate), fmtBytes(room), where, fmtBytes(est))
+			}
+			j.params, j.estimate = p, est // if it does not fit either, the error gives the smaller figure
 		}
-	} else if gpus := llama.GPUs(); len(gpus) > 0 && j.estimate > gpus[0].Free {
-		return nil, fmt.Errorf("training needs about %s of GPU memory (lora_rank %d, longest sample %d tokens, compute_type %s) but %s has only %s free: use a lower cutoff_len or lora_rank, compute_type q8_0, or --gpu-layers 0 to train on the CPU",
-			fmtBytes(j.estimate), cfg.LoraRank, longest, cfg.ComputeType, gpus[0].Name, fmtBytes(gpus[0].Free))
+	}
+	if known && j.estimate > room {
+		hint := "use a smaller model, a lower cutoff_len or lora_rank, or free memory"
+		if gpuLayers != 0 {
+			hint = "use a lower cutoff_len or lora_rank, compute_type q8_0, or --gpu-layers 0 to train on the CPU"
+		}
+		if !j.params.Checkpoint && !ckAuto {
+			hint = "turn gradient_checkpointing on, " + hint
+		}
+		ck := ""
+		if j.params.Checkpoint {
+			ck = ", gradient checkpointing"
+		}
+		free := "available"
+		if gpuLayers != 0 {
+			free = "free"
+		}
+		return nil, fmt.Errorf("training needs about %s of memory (lora_rank %d, longest sample %d tokens, compute_type %s%s) but %s has only %s %s: %s",
+			fmtBytes(j.estimate), cfg.LoraRank, longest, cfg.ComputeType, ck, where, fmtBytes(room), free, hint)
 	}
 
 	fi, err := os.Stat(cfg.Model)

@@ -72,7 +72,7 @@ func TestRefusals(t *testing.T) {
 		availableMemory = func() (uint64, error) { return 64 << 10, nil }
 		var buf bytes.Buffer
 		_, err := Run(context.Background(), testConfig(t, qwen), &buf)
-		if err == nil || !strings.Contains(err.Error(), "training needs about") || !strings.Contains(err.Error(), "64.0 KiB is available") {
+		if err == nil || !strings.Contains(err.Error(), "training needs about") || !strings.Contains(err.Error(), "has only 64.0 KiB available") {
 			t.Fatalf("error %v", err)
 		}
 	})

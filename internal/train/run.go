@@ -115,8 +115,12 @@ func Run(ctx context.Context, cfg Config, w io.Writer) (*Result, error) {
 	res := &Result{OutputDir: out, TotalSteps: total, TrainSamples: n, ValSamples: len(j.val), EvalLoss: math.NaN()}
 	pr.line("%s: %d training and %d validation samples (%d tokens, %d learned; %d cut to cutoff_len), template %s",
 		filepath.Base(cfg.Model), n, len(j.val), j.stats.Tokens, j.stats.Supervised, j.stats.Truncated, j.tmpl.Name)
-	pr.line("%d steps of %d sequences (%d per epoch), lr %g %s with %d warm-up steps; memory estimate %s on %s",
-		total, perStep, stepsPerEpoch, cfg.LearningRate, cfg.Scheduler, sched.Warmup, fmtBytes(j.estimate), j.device())
+	ck := ""
+	if j.params.Checkpoint {
+		ck = ", gradient checkpointing"
+	}
+	pr.line("%d steps of %d sequences (%d per epoch), lr %g %s with %d warm-up steps; memory estimate %s on %s%s",
+		total, perStep, stepsPerEpoch, cfg.LearningRate, cfg.Scheduler, sched.Warmup, fmtBytes(j.estimate), j.device(), ck)
 	if st.Step >= total {
 		pr.line("the run in %s is already complete (%d steps)", out, st.Step)
 		if exists(filepath.Join(out, adapterFile)) {

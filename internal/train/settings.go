@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -62,6 +63,7 @@ var settings = []setting{
 	{"output_dir", "output", "o", "folder for the adapter, checkpoints, log, plot and config"},
 	{"overwrite_output_dir", "overwrite-output-dir", "", "start afresh even if the output folder holds an earlier run"},
 	{"compute_type", "compute-type", "", "precision of the frozen base weights during training: " + strings.Join(ComputeTypes, ", ")},
+	{"gradient_checkpointing", "gradient-checkpointing", "", "recompute each layer in the backward pass to hold one layer's activations, not all: auto (when training would not fit otherwise), true, false"},
 	{"threads", "threads", "t", "CPU threads (0: physical cores)"},
 	{"gpu_layers", "gpu-layers", "", "train on the GPU of a CUDA build: -1 when there is one, 0 never"},
 	{"resume", "resume", "", "continue the run in --output from its newest checkpoint, with its saved config"},
@@ -76,7 +78,7 @@ var ignoredKeys = map[string]string{
 	"pure_bf16": "use compute_type", "ddp_timeout": "", "flash_attn": "", "per_device_eval_batch_size": "",
 	"eval_strategy": "evaluation follows eval_steps", "evaluation_strategy": "evaluation follows eval_steps",
 	"save_strategy": "checkpoints follow save_steps", "logging_strategy": "", "lora_dropout": "LoRA dropout is not implemented",
-	"resume_from_checkpoint": "use --resume with output_dir", "gradient_checkpointing": "", "logging_dir": "",
+	"resume_from_checkpoint": "use --resume with output_dir", "logging_dir": "",
 	"disable_tqdm": "", "quantization_bit": "quantise the base GGUF instead", "packing": "samples are never packed",
 }
 
@@ -130,6 +132,10 @@ func AddFlags(fs *pflag.FlagSet) {
 		default:
 			panic("train: unsupported setting type " + f.Kind().String())
 		}
+	}
+	// A bare --gradient-checkpointing turns it on.
+	if f := fs.Lookup("gradient-checkpointing"); f != nil {
+		f.NoOptDefVal = "true"
 	}
 }
 
@@ -226,6 +232,14 @@ func readYAML(path string) (map[string]any, []string, error) {
 				warnings = append(warnings, fmt.Sprintf("%s: %s has no effect in conch (%s)", path, k, why))
 			}
 			continue
+		}
+		if nk == "disable_gradient_checkpointing" {
+			// LLaMA-Factory's switch, the other way round
+			off, isBool := val.(bool)
+			if !isBool {
+				return nil, nil, fmt.Errorf("%s: %s must be true or false", path, k)
+			}
+			nk, val = "gradient_checkpointing", strconv.FormatBool(!off)
 		}
 		key, ok := configKeys[nk]
 		if !ok {

@@ -112,6 +112,39 @@ func TestConfigLlamaFactoryYAML(t *testing.T) {
 	}
 }
 
+// gradient_checkpointing: a YAML bool, our auto, LLaMA-Factory's inverted switch, and a
+// bare flag all come out as one of auto, on, off.
+func TestConfigGradientCheckpointing(t *testing.T) {
+	base := "model_name_or_path: m.gguf\ndataset: d\noutput_dir: o\n"
+	cases := []struct {
+		yaml     string
+		flags    []string
+		on, auto bool
+	}{
+		{"", nil, false, true},
+		{"gradient_checkpointing: true\n", nil, true, false},
+		{"gradient_checkpointing: false\n", nil, false, false},
+		{"gradient_checkpointing: auto\n", nil, false, true},
+		{"disable_gradient_checkpointing: true\n", nil, false, false},
+		{"disable_gradient_checkpointing: false\n", nil, true, false},
+		{"gradient_checkpointing: false\n", []string{"--gradient-checkpointing"}, true, false},
+		{"", []string{"--gradient-checkpointing=false"}, false, false},
+	}
+	for _, c := range cases {
+		path := writeFile(t, filepath.Join(t.TempDir(), "train.yaml"), base+c.yaml)
+		cfg, warnings, err := LoadConfig(parseFlags(t, append([]string{"--config", path}, c.flags...)...))
+		if err == nil {
+			err = cfg.Validate()
+		}
+		if err != nil || len(warnings) > 0 {
+			t.Fatalf("%q %v: error %v, warnings %v", c.yaml, c.flags, err, warnings)
+		}
+		if on, auto, _ := cfg.Checkpointing(); on != c.on || auto != c.auto {
+			t.Errorf("%q %v: on %v auto %v (setting %q), want %v %v", c.yaml, c.flags, on, auto, cfg.GradientCheckpointing, c.on, c.auto)
+		}
+	}
+}
+
 func TestConfigPrecedence(t *testing.T) {
 	path := writeFile(t, filepath.Join(t.TempDir(), "train.yaml"), `
 model_name_or_path: yaml.gguf
@@ -197,6 +230,8 @@ func TestConfigRefusals(t *testing.T) {
 		{"val_size: 2.5\n", "val_size 2.5"},
 		{"compute_type: q4_0\n", `compute_type "q4_0"`},
 		{"warmup_ratio: 1.5\n", "warmup_ratio 1.5"},
+		{"gradient_checkpointing: sometimes\n", `gradient_checkpointing "sometimes"`},
+		{"disable_gradient_checkpointing: maybe\n", "disable_gradient_checkpointing must be true or false"},
 	}
 	for _, c := range cases {
 		path := writeFile(t, filepath.Join(t.TempDir(), "train.yaml"), base+c.yaml)
