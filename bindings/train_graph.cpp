@@ -1,6 +1,7 @@
-// The training graph: llama.cpp's llama / qwen2 / qwen3 forward rebuilt on the public
+// The training graphs: llama.cpp's llama / qwen2 / qwen3 forward rebuilt on the public
 // ggml API with LoRA on the projections, the loss on supervised rows only, and ggml's
-// automatic backward pass into our own gradient accumulators.
+// automatic backward pass into our own gradient accumulators; in one graph, or with
+// gradient checkpointing one for the forward pass, the head and each layer.
 #include "train.h"
 
 #include <algorithm>
@@ -305,10 +306,10 @@ void backward(trainer & t, built_graph & bg, ggml_tensor * input, ggml_tensor * 
 
 // Turns every node whose value reaches no tensor outside the compute buffer (gradient
 // accumulators, checkpoint slots: those with an address before the graph is placed) into
-// a no-op. The allocator still gives it room, a few [n_embd, T] tensors in all. In a layer graph that is the layer's
-// last projection, its residual add and the stand-in loss: computed only to be
-// differentiated, and the backward pass never reads them. Saves the down projection's
-// product, about a third of a recomputed layer.
+// a no-op. In a layer graph those are the layer's last projection, its residual add and
+// the stand-in loss: built only to be differentiated, never read by the backward pass.
+// Saves the down projection's product, about a third of a recomputed layer; the
+// allocator still gives the no-ops room (a few [n_embd, T] tensors).
 void drop_unread(ggml_cgraph * g) {
     const int n = ggml_graph_n_nodes(g);
     std::unordered_set<const ggml_tensor *> live;
@@ -373,7 +374,7 @@ void alloc_checkpoints(trainer & t) {
 void build_graph(trainer & t, built_graph & bg, graph_kind kind, int T, int n_sel, int layer, int dy_in, int dy_out) {
     const auto & hp = t.hp;
     const bool one_part = kind == G_CK_HEAD || kind == G_CK_LAYER;
-    const size_t n_nodes = one_part ? 2048 : graph_nodes_max(t);
+    const size_t n_nodes = one_part ? 2048 : graph_nodes_max(t); // one layer: ~400 nodes
     const bool grads = kind == G_TRAIN || one_part;
     ggml_init_params ip = {ggml_tensor_overhead() * n_nodes * 2 + ggml_graph_overhead_custom(n_nodes, grads), nullptr, true};
     bg.ctx = ggml_init(ip);

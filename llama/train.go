@@ -167,7 +167,8 @@ func checkTrainSetup(info *GGUF, p TrainParams) (TrainParams, uint32, trainHPara
 
 // EstimateTrainMemory is how many bytes a Trainer with these settings would hold:
 // frozen weights in the compute type, LoRA tensors with gradients and AdamW moments,
-// and the compute buffer for a MaxSeqLen sequence, planned without allocating anything.
+// and the compute buffer for a MaxSeqLen sequence (with Checkpoint, the largest of its
+// graphs plus the kept layer inputs), planned without allocating anything.
 // It reads only the file's header. Settings NewTrainer would refuse give 0.
 func EstimateTrainMemory(info *GGUF, p TrainParams) uint64 {
 	ensureInit()
