@@ -92,6 +92,7 @@ struct conch_train_params {
     int      use_gpu;
     uint64_t seed;
     float    beta1, beta2, eps;
+    float    lr_ratio_b;    /* LoRA+: B tensors take steps of lr * lr_ratio_b (0 or 1: plain) */
     int      checkpoint;    /* gradient checkpointing: keep only each layer's input from the
                                forward pass and recompute the layer during the backward pass */
 };

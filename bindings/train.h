@@ -35,6 +35,7 @@ struct lora_tensor {
     ggml_tensor * w    = nullptr;
     ggml_tensor * grad = nullptr;
     std::vector<float> host, m, v;
+    bool is_b = false;     // a B half (LoRA+ gives it its own learning rate)
 };
 
 struct lora_pair {

@@ -313,6 +313,7 @@ void load_model(trainer & t) {
         lora_pair pr;
         pr.a = add(base + ".lora_a", n_in, r);
         pr.b = add(base + ".lora_b", r, n_out);
+        t.lora[pr.b].is_b = true;
         if (!t.measure) {
             auto & A = t.lora[pr.a];
             rng g{t.p.seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(pr.a + 1))};

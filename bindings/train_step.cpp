@@ -235,6 +235,7 @@ void run_logits(trainer & t, const int32_t * tokens, int n, float * out) {
 //   g  = acc * clip / N                    (N: supervised tokens since the last step)
 //   m  = b1 m + (1-b1) g;   v = b2 v + (1-b2) g^2
 //   p  = p (1 - lr wd) - lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
+// with lr times lr_ratio_b for the B halves (LoRA+).
 double adamw_step(trainer & t, float lr, float wd, float max_norm) {
     if (t.n_acc <= 0) return 0;
     std::vector<std::vector<float>> g(t.lora.size());
@@ -253,9 +254,11 @@ double adamw_step(trainer & t, float lr, float wd, float max_norm) {
     const float b1 = t.p.beta1, b2 = t.p.beta2, eps = t.p.eps;
     const float bc1 = (float)(1.0 - std::pow((double)b1, (double)t.step));
     const float bc2 = (float)(1.0 - std::pow((double)b2, (double)t.step));
-    const float decay = 1.0f - lr * wd;
+    const float ratio_b = t.p.lr_ratio_b > 0 ? t.p.lr_ratio_b : 1.0f;
     for (size_t i = 0; i < t.lora.size(); i++) {
         auto & lt = t.lora[i];
+        const float lr_i = lt.is_b ? lr * ratio_b : lr;
+        const float decay = 1.0f - lr_i * wd;
         const size_t n = lt.host.size();
         float * p = lt.host.data(), * m = lt.m.data(), * v = lt.v.data();
         const float * gi = g[i].data();
@@ -265,7 +268,7 @@ double adamw_step(trainer & t, float lr, float wd, float max_norm) {
             v[j] = b2 * v[j] + (1.0f - b2) * (gj * gj);
             const float mh = m[j] / bc1;
             const float vh = v[j] / bc2;
-            p[j] = p[j] * decay - lr * (mh / (std::sqrt(vh) + eps));
+            p[j] = p[j] * decay - lr_i * (mh / (std::sqrt(vh) + eps));
         }
         upload_lora(t, (int)i);
     }

@@ -32,6 +32,8 @@ type TrainParams struct {
 	Threads     int      // 0 = DefaultThreads()
 	GPULayers   int      // run training on the GPU when > 0 or -1 (needs a CUDA build); 0 = CPU
 	Seed        uint64   // LoRA A init
+	// LRRatioB (LoRA+) multiplies the learning rate of the B halves (0 or 1: plain LoRA).
+	LRRatioB float32
 	// Checkpoint keeps only each layer's input from the forward pass and recomputes the
 	// layer during the backward pass (gradient checkpointing): about a third more
 	// compute for the activation memory of one layer instead of all of them.
@@ -81,6 +83,8 @@ func (p TrainParams) resolved() (TrainParams, uint32, error) {
 		return p, 0, fmt.Errorf("AdamW betas (%v, %v) must be in [0, 1)", p.Beta1, p.Beta2)
 	case !finite32(p.Eps) || p.Eps <= 0:
 		return p, 0, fmt.Errorf("AdamW epsilon %v must be positive", p.Eps)
+	case !finite32(p.LRRatioB) || p.LRRatioB < 0:
+		return p, 0, fmt.Errorf("LoRA+ learning-rate ratio %v must not be negative", p.LRRatioB)
 	case p.GPULayers < -1:
 		return p, 0, fmt.Errorf("GPU layers %d: use -1 (all), 0 (CPU) or a positive count", p.GPULayers)
 	}
@@ -118,6 +122,7 @@ func cTrainParams(path string, p TrainParams, mask uint32, hp trainHParams) (C.s
 	if p.Checkpoint {
 		cp.checkpoint = 1
 	}
+	cp.lr_ratio_b = C.float(p.LRRatioB)
 	cp.beta1, cp.beta2, cp.eps = C.float(p.Beta1), C.float(p.Beta2), C.float(p.Eps)
 
 	var ch C.struct_conch_train_hparams
@@ -321,7 +326,8 @@ func (t *Trainer) Eval(tokens, labels []Token) (lossSum float64, n int, err erro
 // sum Accumulate built since the last Step and N the supervised positions it counted.
 // It returns ||g|| before clipping; when maxGradNorm > 0 and the norm exceeds it, g is
 // scaled to that norm. Weight decay is decoupled (p -= lr*wd*p) and the moments are
-// bias-corrected, as in PyTorch's AdamW. The accumulators are then cleared. With no
+// bias-corrected, as in PyTorch's AdamW; B halves use lr*LRRatioB when that is set
+// (LoRA+). The accumulators are then cleared. With no
 // supervised positions since the last Step it does nothing and returns 0.
 func (t *Trainer) Step(lr, weightDecay, maxGradNorm float32) (gradNorm float64, err error) {
 	if t.c == nil {

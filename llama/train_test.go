@@ -1,6 +1,7 @@
 package llama
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
@@ -380,8 +381,15 @@ func TestTrainerMaskedAndAccumulated(t *testing.T) {
 }
 
 func TestTrainerAdamWMatchesReference(t *testing.T) {
+	// ratio: LoRA+, the B halves stepping 4 times as fast
+	for _, ratio := range []float32{0, 4} {
+		t.Run(fmt.Sprintf("lr-ratio-b-%g", ratio), func(t *testing.T) { trAdamW(t, ratio) })
+	}
+}
+
+func trAdamW(t *testing.T, ratioB float32) {
 	m := trLoad(t, trModel(t, "llama"))
-	tr := trNew(t, m, TrainParams{Rank: 2, MaxSeqLen: 16, Seed: 3, Threads: 1, Beta1: 0.8, Beta2: 0.95, Eps: 1e-6})
+	tr := trNew(t, m, TrainParams{Rank: 2, MaxSeqLen: 16, Seed: 3, Threads: 1, Beta1: 0.8, Beta2: 0.95, Eps: 1e-6, LRRatioB: ratioB})
 	trRandomize(t, tr, 6, 0.05)
 	tokens := trTokens(12, m.VocabSize(), 8)
 	const b1, b2, eps = 0.8, 0.95, 1e-6
@@ -431,12 +439,16 @@ func TestTrainerAdamWMatchesReference(t *testing.T) {
 				vv[n][i] = b2*vv[n][i] + (1-b2)*g*g
 				mh := mm[n][i] / (1 - math.Pow(b1, float64(step)))
 				vh := vv[n][i] / (1 - math.Pow(b2, float64(step)))
-				p[n][i] = p[n][i]*(1-float64(lr)*float64(wd)) - float64(lr)*mh/(math.Sqrt(vh)+eps)
+				lrn := float64(lr)
+				if ratioB > 0 && strings.HasSuffix(n, ".lora_b") {
+					lrn *= float64(ratioB)
+				}
+				p[n][i] = p[n][i]*(1-lrn*float64(wd)) - lrn*mh/(math.Sqrt(vh)+eps)
 				worst = math.Max(worst, math.Abs(float64(after[i])-p[n][i]))
 			}
 		}
 		// Every update moves a parameter by about lr: 1e-6 is float32 rounding.
-		if worst > 2e-6 {
+		if worst > 2e-6*math.Max(1, float64(ratioB)) {
 			t.Fatalf("step %d: parameters differ from the host AdamW by %.3g", step, worst)
 		}
 		if tr.StepCount() != step {

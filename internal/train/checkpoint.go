@@ -22,6 +22,7 @@ type identity struct {
 	LoraRank    int     `json:"lora_rank"`
 	LoraAlpha   float64 `json:"lora_alpha"`
 	LoraTarget  string  `json:"lora_target"`
+	UseRSLoRA   bool    `json:"use_rslora,omitempty"`
 	Seed        uint64  `json:"seed"`
 	ModelArch   string  `json:"model_arch"`
 	ModelSize   int64   `json:"model_size"`
@@ -172,6 +173,8 @@ func checkIdentity(saved, now identity) error {
 		return diff("lora_rank", saved.LoraRank, now.LoraRank)
 	case saved.LoraAlpha != now.LoraAlpha:
 		return diff("lora_alpha", saved.LoraAlpha, now.LoraAlpha)
+	case saved.UseRSLoRA != now.UseRSLoRA:
+		return diff("use_rslora", saved.UseRSLoRA, now.UseRSLoRA)
 	case saved.LoraTarget != now.LoraTarget:
 		return diff("lora_target", saved.LoraTarget, now.LoraTarget)
 	case saved.BatchSize != now.BatchSize:

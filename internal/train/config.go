@@ -28,6 +28,11 @@ type Config struct {
 	// AdditionalTarget is LLaMA-Factory's key for modules trained besides the LoRA
 	// layers. Conch accepts lm_head there and trains it with LoRA like the others.
 	AdditionalTarget string `yaml:"additional_target,omitempty" mapstructure:"additional_target"`
+	// UseRSLoRA scales the update by alpha/√r (rank-stabilised LoRA) instead of alpha/r.
+	// The adapter then records alpha·√r, so that llama.cpp's alpha/r applies the same scale.
+	UseRSLoRA bool `yaml:"use_rslora" mapstructure:"use_rslora"`
+	// LoraPlusRatio (LoRA+) makes the B halves learn this many times faster (0: off).
+	LoraPlusRatio float64 `yaml:"loraplus_lr_ratio" mapstructure:"loraplus_lr_ratio"`
 
 	LearningRate   float64 `yaml:"learning_rate" mapstructure:"learning_rate"`
 	Epochs         float64 `yaml:"num_train_epochs" mapstructure:"num_train_epochs"`
@@ -184,6 +189,15 @@ func (c Config) Alpha() float64 {
 	return c.LoraAlpha
 }
 
+// AdapterAlpha is the alpha the trainer and the adapter use: with use_rslora, alpha·√r,
+// so that alpha/r (what llama.cpp applies) is rsLoRA's alpha/√r.
+func (c Config) AdapterAlpha() float64 {
+	if c.UseRSLoRA {
+		return c.Alpha() * math.Sqrt(float64(c.LoraRank))
+	}
+	return c.Alpha()
+}
+
 func splitList(s string) []string {
 	var out []string
 	for p := range strings.SplitSeq(s, ",") {
@@ -225,6 +239,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.Targets(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.LoraPlusRatio < 0 || isBad(c.LoraPlusRatio) {
+		bad("loraplus_lr_ratio %g: must not be negative (0 turns LoRA+ off)", c.LoraPlusRatio)
 	}
 	if !(c.LearningRate > 0) || isBad(c.LearningRate) {
 		bad("learning_rate %g: must be positive", c.LearningRate)

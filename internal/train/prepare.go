@@ -132,7 +132,8 @@ func prepare(cfg Config, pr *progress) (*job, error) {
 	}
 	ckOn, ckAuto, _ := cfg.Checkpointing()
 	j.params = llama.TrainParams{
-		Rank: cfg.LoraRank, Alpha: float32(cfg.Alpha()), Targets: targets, MaxSeqLen: longest,
+		Rank: cfg.LoraRank, Alpha: float32(cfg.AdapterAlpha()), Targets: targets, MaxSeqLen: longest,
+		LRRatioB:    float32(cfg.LoraPlusRatio),
 		ComputeType: cfg.ComputeType, Threads: cfg.Threads, GPULayers: gpuLayers, Seed: cfg.Seed,
 		Beta1: float32(cfg.AdamBeta1), Beta2: float32(cfg.AdamBeta2), Eps: float32(cfg.AdamEpsilon),
 		Checkpoint: ckOn,
@@ -187,6 +188,7 @@ func prepare(cfg Config, pr *progress) (*job, error) {
 	j.ident = identity{
 		Fingerprint: fingerprint(j.train, j.val), BatchSize: cfg.BatchSize, GradAccum: cfg.GradAccum,
 		LoraRank: cfg.LoraRank, LoraAlpha: cfg.Alpha(), LoraTarget: strings.Join(targets, ","), Seed: cfg.Seed,
+		UseRSLoRA: cfg.UseRSLoRA,
 		ModelArch: arch, ModelSize: fi.Size(),
 	}
 	ok = true

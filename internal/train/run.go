@@ -391,6 +391,12 @@ func (l *loop) meta() map[string]string {
 		"seed":          strconv.FormatUint(c.Seed, 10),
 		"config":        string(conf),
 	}
+	if c.UseRSLoRA {
+		m["use_rslora"] = "true" // adapter.lora.alpha holds lora_alpha·√r
+	}
+	if c.LoraPlusRatio > 0 {
+		m["loraplus_lr_ratio"] = strconv.FormatFloat(c.LoraPlusRatio, 'g', -1, 64)
+	}
 	if n := len(l.st.Log); n > 0 {
 		e := l.st.Log[n-1]
 		m["loss"] = strconv.FormatFloat(e.Loss, 'g', 6, 64)

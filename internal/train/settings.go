@@ -37,6 +37,8 @@ var settings = []setting{
 	{"lora_rank", "lora-rank", "", "LoRA rank r"},
 	{"lora_alpha", "lora-alpha", "", "LoRA alpha; the update is scaled by alpha/r (0: twice the rank)"},
 	{"lora_target", "lora-target", "", "layers that get LoRA: all, or some of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj; add lm_head for the output head (all,lm_head)"},
+	{"use_rslora", "use-rslora", "", "rank-stabilised LoRA: scale the update by alpha/sqrt(r) instead of alpha/r"},
+	{"loraplus_lr_ratio", "loraplus-lr-ratio", "", "LoRA+: the B matrices learn this many times faster than A (0: off; 16 is LoRA+'s usual)"},
 	{"additional_target", "additional-target", "", "LLaMA-Factory's modules trained besides lora_target: lm_head (conch trains it with LoRA)"},
 	{"learning_rate", "learning-rate", "", "peak learning rate"},
 	{"num_train_epochs", "epochs", "", "passes over the training samples (may be fractional)"},
@@ -80,6 +82,13 @@ var ignoredKeys = map[string]string{
 	"save_strategy": "checkpoints follow save_steps", "logging_strategy": "", "lora_dropout": "LoRA dropout is not implemented",
 	"resume_from_checkpoint": "use --resume with output_dir", "logging_dir": "",
 	"disable_tqdm": "", "quantization_bit": "quantise the base GGUF instead", "packing": "samples are never packed",
+}
+
+// refusedKeys are LLaMA-Factory settings that would make a different kind of adapter,
+// one llama.cpp cannot load: refused when turned on rather than silently trained as LoRA.
+var refusedKeys = map[string]string{
+	"use_dora":   "DoRA adapters cannot be loaded by llama.cpp or Ollama; conch trains plain LoRA",
+	"pissa_init": "PiSSA changes the base weights, so its adapter needs its own base; conch trains plain LoRA",
 }
 
 // configKeys maps every accepted YAML name (LLaMA-Factory's, and the flag's name with
@@ -223,6 +232,12 @@ func readYAML(path string) (map[string]any, []string, error) {
 	for _, k := range keys {
 		val := raw[k]
 		nk := normKey(k)
+		if why, ok := refusedKeys[nk]; ok {
+			if val != nil && val != false {
+				return nil, nil, fmt.Errorf("%s: %s: %s (remove it or set it to false)", path, k, why)
+			}
+			continue
+		}
 		if why, ok := ignoredKeys[nk]; ok {
 			switch {
 			case val == nil || val == false:

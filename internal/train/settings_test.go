@@ -40,6 +40,9 @@ finetuning_type: lora
 lora_rank: 16
 lora_alpha: 32
 lora_target: q_proj,v_proj
+use_rslora: true
+use_dora: false
+loraplus_lr_ratio: 16.0
 
 ### dataset
 dataset: identity,magic_conch
@@ -85,6 +88,7 @@ func TestConfigLlamaFactoryYAML(t *testing.T) {
 	want := Defaults()
 	want.Model, want.Dataset, want.DatasetDir, want.Template = "/models/base.gguf", "identity,magic_conch", "my-data", "qwen"
 	want.LoraRank, want.LoraAlpha, want.LoraTarget = 16, 32, "q_proj,v_proj"
+	want.UseRSLoRA, want.LoraPlusRatio = true, 16
 	want.CutoffLen, want.MaxSamples, want.OutputDir, want.LoggingSteps, want.SaveSteps = 512, 100, "saves/qwen/lora/sft", 5, 100
 	want.Overwrite, want.BatchSize, want.GradAccum, want.LearningRate, want.Epochs = true, 1, 8, 1e-4, 3
 	want.Scheduler, want.WarmupRatio, want.WeightDecay, want.Seed, want.ValSize, want.EvalSteps = "linear", 0.1, 0.01, 7, 0.1, 50
@@ -231,6 +235,9 @@ func TestConfigRefusals(t *testing.T) {
 		{"compute_type: q4_0\n", `compute_type "q4_0"`},
 		{"warmup_ratio: 1.5\n", "warmup_ratio 1.5"},
 		{"gradient_checkpointing: sometimes\n", `gradient_checkpointing "sometimes"`},
+		{"use_dora: true\n", "use_dora: DoRA adapters cannot be loaded"},
+		{"pissa_init: true\n", "pissa_init: PiSSA"},
+		{"loraplus_lr_ratio: -1\n", "loraplus_lr_ratio -1"},
 		{"disable_gradient_checkpointing: maybe\n", "disable_gradient_checkpointing must be true or false"},
 	}
 	for _, c := range cases {
