@@ -92,6 +92,8 @@ struct conch_train_params {
     int      use_gpu;
     uint64_t seed;
     float    beta1, beta2, eps;
+    float    neftune_alpha; /* NEFTune: uniform noise of +-alpha/sqrt(T*n_embd) on the training
+                               embeddings (0: none); its seed is conch_train_set_noise_seed's */
     float    lr_ratio_b;    /* LoRA+: B tensors take steps of lr * lr_ratio_b (0 or 1: plain) */
     int      checkpoint;    /* gradient checkpointing: keep only each layer's input from the
                                forward pass and recompute the layer during the backward pass */
@@ -116,6 +118,8 @@ int  conch_train_logits(conch_trainer * t, const int32_t * tokens, int n, float 
 /* One AdamW step on the accumulated gradient (see llama/train.go for the exact rule). */
 int  conch_train_step(conch_trainer * t, float lr, float weight_decay, float max_grad_norm, double * grad_norm);
 int64_t conch_train_step_count(conch_trainer * t);
+/* The seed of the NEFTune noise of the following training runs. */
+void conch_train_set_noise_seed(conch_trainer * t, uint64_t seed);
 /* The LoRA tensors, by index: name, element count, values, accumulated gradient. */
 int          conch_train_n_tensors(conch_trainer * t);
 const char * conch_train_tensor_name(conch_trainer * t, int i);

@@ -66,6 +66,7 @@ struct built_graph {
     ggml_tensor  * tokens = nullptr, * pos = nullptr, * mask = nullptr;
     ggml_tensor  * sel = nullptr, * labels = nullptr;
     ggml_tensor  * loss = nullptr, * loss_grad = nullptr, * logits = nullptr;
+    ggml_tensor  * noise = nullptr; // NEFTune: added to the embeddings of a training graph
     ggml_tensor  * dx = nullptr; // checkpointing: where the input's gradient accumulates (zero it first)
     ~built_graph() { if (ctx) ggml_free(ctx); }
 };
@@ -103,6 +104,7 @@ struct trainer {
     double n_acc = 0;      // supervised tokens accumulated since the last step
     bool acc_dirty = false;
     float scale = 1.0f;    // alpha / rank
+    uint64_t noise_seed = 0; // NEFTune (p.neftune_alpha): seed of the next training run's noise
 
     ~trainer();
 };
@@ -132,12 +134,26 @@ void save_adapter(trainer & t, const char * path, const char * const * keys, con
 void save_state(trainer & t, const char * path);
 void load_state(trainer & t, const char * path);
 
-const char * target_suffix(int tgt);
+const char * target_suffix(int tgt);   // "attn_q", ..., "ffn_down"
+
+// splitmix64: a small, well-mixed generator. The LoRA initialisation takes one stream per
+// tensor (so a tensor's values do not depend on which other targets are trained), the
+// NEFTune noise one per sequence.
+struct rng {
+    uint64_t s;
+    uint64_t next() {
+        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+    float uniform() { return (float)(next() >> 40) * (1.0f / 16777216.0f); } // [0, 1)
+};
 
 // A non-null address for tensors that are only planned (trainer::measure), never read.
 inline void * placeholder_data() {
     alignas(64) static char p[64];
     return p;
-}   // "attn_q", ..., "ffn_down"
+}
 
 } // namespace conch_train

@@ -161,6 +161,8 @@ extern "C" int conch_train_step(conch_trainer * ct, float lr, float wd, float ma
 
 extern "C" int64_t conch_train_step_count(conch_trainer * ct) { return ct->t.step; }
 
+extern "C" void conch_train_set_noise_seed(conch_trainer * ct, uint64_t seed) { ct->t.noise_seed = seed; }
+
 extern "C" int conch_train_n_tensors(conch_trainer * ct) { return (int)ct->t.lora.size(); }
 
 extern "C" const char * conch_train_tensor_name(conch_trainer * ct, int i) { return ct->t.lora[i].name.c_str(); }

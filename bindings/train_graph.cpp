@@ -416,6 +416,12 @@ void build_graph(trainer & t, built_graph & bg, graph_kind kind, int T, int n_se
         if (dy_out >= 0) ggml_set_param(x);
     } else {
         x = ggml_get_rows(ctx, t.tok_embd, bg.tokens);
+        if (t.p.neftune_alpha > 0 && (kind == G_TRAIN || kind == G_CK_FWD)) {
+            bg.noise = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_embd, T);
+            ggml_set_name(bg.noise, "neftune");
+            ggml_set_input(bg.noise);
+            x = ggml_add(ctx, x, bg.noise);
+        }
         const int keep_from = kind == G_CK_FWD ? lowest_lora_layer(t) : hp.n_layer + 1;
         for (int il = 0; il < hp.n_layer; il++) {
             if (il >= keep_from) ggml_build_forward_expand(bg.g, ggml_cpy(ctx, x, slot(t, ctx, il, T)));

@@ -33,19 +33,6 @@ struct gguf_deleter { void operator()(gguf_context * g) const { gguf_free(g); } 
 struct ggml_ctx_deleter { void operator()(ggml_context * c) const { ggml_free(c); } };
 struct file_closer { void operator()(FILE * f) const { fclose(f); } };
 
-// splitmix64: a small, well-mixed generator; one stream per LoRA tensor so the
-// initialisation of a tensor does not depend on which other targets are trained.
-struct rng {
-    uint64_t s;
-    uint64_t next() {
-        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        return z ^ (z >> 31);
-    }
-    float uniform() { return (float)(next() >> 40) * (1.0f / 16777216.0f); } // [0, 1)
-};
-
 // A frozen tensor to fill from the file once the buffer exists (transposed: dst holds
 // the matrix's transpose, for the hand-made backward of a frozen projection).
 struct pending {

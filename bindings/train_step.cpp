@@ -40,9 +40,21 @@ static void alloc_graph(trainer & t, built_graph & bg) {
     if (!ggml_gallocr_alloc_graph(t.galloc, bg.g)) throw train_error("out of memory for the compute buffer");
 }
 
+// NEFTune's noise (Jain et al. 2023, as transformers adds it): uniform in
+// +-alpha/sqrt(T * n_embd), drawn from the seed the caller set for this sequence.
+static void set_noise(const trainer & t, built_graph & bg, int n) {
+    const size_t count = (size_t)n * (size_t)t.hp.n_embd;
+    const float mag = t.p.neftune_alpha / std::sqrt((float)count);
+    rng g{t.noise_seed};
+    std::vector<float> v(count);
+    for (auto & x : v) x = (2.0f * g.uniform() - 1.0f) * mag;
+    ggml_backend_tensor_set(bg.noise, v.data(), 0, count * sizeof(float));
+}
+
 // Positions and the causal mask (and tokens) for the graphs that have them.
-static void set_common_inputs(built_graph & bg, const int32_t * tokens, int n) {
+static void set_common_inputs(const trainer & t, built_graph & bg, const int32_t * tokens, int n) {
     if (bg.tokens) ggml_backend_tensor_set(bg.tokens, tokens, 0, n * sizeof(int32_t));
+    if (bg.noise) set_noise(t, bg, n);
     if (!bg.pos) return;
     std::vector<int32_t> pos(n);
     for (int i = 0; i < n; i++) pos[i] = i;
@@ -155,7 +167,7 @@ static float run_train_checkpointed(trainer & t, const int32_t * tokens, int n, 
         built_graph bg;
         build_graph(t, bg, G_CK_FWD, n, 0);
         alloc_graph(t, bg);
-        set_common_inputs(bg, tokens, n);
+        set_common_inputs(t, bg, tokens, n);
         compute(t, bg);
     }
     int dy = L + 1; // the slot holding the gradient at the next layer's output
@@ -182,7 +194,7 @@ static float run_train_checkpointed(trainer & t, const int32_t * tokens, int n, 
         built_graph bg;
         build_graph(t, bg, G_CK_LAYER, n, 0, il, dy, il > low ? next : -1);
         alloc_graph(t, bg);
-        set_common_inputs(bg, nullptr, n);
+        set_common_inputs(t, bg, nullptr, n);
         ggml_backend_tensor_set(bg.loss_grad, &one, 0, sizeof(float));
         if (bg.dx) ggml_backend_tensor_memset(bg.dx, 0, 0, ggml_nbytes(bg.dx));
         compute(t, bg);
@@ -210,7 +222,7 @@ void run_loss(trainer & t, bool train, const int32_t * tokens, const int32_t * l
         built_graph bg;
         build_graph(t, bg, train ? G_TRAIN : G_EVAL, n, (int)sel.size());
         alloc_graph(t, bg);
-        set_common_inputs(bg, tokens, n);
+        set_common_inputs(t, bg, tokens, n);
         set_loss_inputs(t, bg, sel, lab);
         compute(t, bg);
         ggml_backend_tensor_get(bg.loss, &loss, 0, sizeof(float));
@@ -226,7 +238,7 @@ void run_logits(trainer & t, const int32_t * tokens, int n, float * out) {
     built_graph bg;
     build_graph(t, bg, G_LOGITS, n, 0);
     alloc_graph(t, bg);
-    set_common_inputs(bg, tokens, n);
+    set_common_inputs(t, bg, tokens, n);
     compute(t, bg);
     ggml_backend_tensor_get(bg.logits, out, 0, ggml_nbytes(bg.logits));
 }

@@ -32,6 +32,10 @@ type TrainParams struct {
 	Threads     int      // 0 = DefaultThreads()
 	GPULayers   int      // run training on the GPU when > 0 or -1 (needs a CUDA build); 0 = CPU
 	Seed        uint64   // LoRA A init
+	// NEFTuneAlpha > 0 adds uniform noise of ±NEFTuneAlpha/√(T·n_embd) to the embeddings
+	// of each training sequence (NEFTune), drawn from the seed SetNoiseSeed gave last.
+	// Eval and Logits see none.
+	NEFTuneAlpha float32
 	// LRRatioB (LoRA+) multiplies the learning rate of the B halves (0 or 1: plain LoRA).
 	LRRatioB float32
 	// Checkpoint keeps only each layer's input from the forward pass and recomputes the
@@ -83,6 +87,8 @@ func (p TrainParams) resolved() (TrainParams, uint32, error) {
 		return p, 0, fmt.Errorf("AdamW betas (%v, %v) must be in [0, 1)", p.Beta1, p.Beta2)
 	case !finite32(p.Eps) || p.Eps <= 0:
 		return p, 0, fmt.Errorf("AdamW epsilon %v must be positive", p.Eps)
+	case !finite32(p.NEFTuneAlpha) || p.NEFTuneAlpha < 0:
+		return p, 0, fmt.Errorf("NEFTune alpha %v must not be negative", p.NEFTuneAlpha)
 	case !finite32(p.LRRatioB) || p.LRRatioB < 0:
 		return p, 0, fmt.Errorf("LoRA+ learning-rate ratio %v must not be negative", p.LRRatioB)
 	case p.GPULayers < -1:
@@ -123,6 +129,7 @@ func cTrainParams(path string, p TrainParams, mask uint32, hp trainHParams) (C.s
 		cp.checkpoint = 1
 	}
 	cp.lr_ratio_b = C.float(p.LRRatioB)
+	cp.neftune_alpha = C.float(p.NEFTuneAlpha)
 	cp.beta1, cp.beta2, cp.eps = C.float(p.Beta1), C.float(p.Beta2), C.float(p.Eps)
 
 	var ch C.struct_conch_train_hparams
@@ -344,6 +351,15 @@ func (t *Trainer) Step(lr, weightDecay, maxGradNorm float32) (gradNorm float64, 
 		return 0, nativeError("optimizer step")
 	}
 	return float64(norm), nil
+}
+
+// SetNoiseSeed sets the seed of the NEFTune noise (TrainParams.NEFTuneAlpha) for the
+// following Accumulate calls. Seeding each sequence from where it stands in the run
+// (step, place in the step) makes a resumed run draw the noise the straight one did.
+func (t *Trainer) SetNoiseSeed(seed uint64) {
+	if t.c != nil {
+		C.conch_train_set_noise_seed(t.c, C.uint64_t(seed))
+	}
 }
 
 // StepCount is the number of optimizer steps taken (restored by LoadState).

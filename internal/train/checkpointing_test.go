@@ -75,13 +75,15 @@ func TestCheckpointingWhenMemoryIsShort(t *testing.T) {
 
 // Over a run, checkpointing changes nothing but the summing order of gradients: the loss
 // curve (with evaluation, across an epoch boundary, through AdamW) stays within float
-// rounding of the run without it. Also when a run stopped with it resumes without it.
+// rounding of the run without it. Also when a run stopped with it resumes without it,
+// and with NEFTune's noise, which the resumed part must draw as the straight run did.
 func TestCheckpointingSameCurve(t *testing.T) {
 	cfg := testConfig(t, testmodel.Cached(t, testmodel.Tiny("qwen2")))
 	cfg.MaxSteps, cfg.BatchSize, cfg.GradAccum = 6, 1, 2
 	cfg.LearningRate, cfg.WarmupSteps = 5e-3, 1
 	cfg.ValSize, cfg.EvalSteps, cfg.MaxSamples = 2, 2, 12
 	cfg.GradientCheckpointing = "false"
+	cfg.NEFTuneAlpha = 5
 	plain, err := Run(context.Background(), cfg, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -31,6 +31,8 @@ type Config struct {
 	// UseRSLoRA scales the update by alpha/√r (rank-stabilised LoRA) instead of alpha/r.
 	// The adapter then records alpha·√r, so that llama.cpp's alpha/r applies the same scale.
 	UseRSLoRA bool `yaml:"use_rslora" mapstructure:"use_rslora"`
+	// NEFTuneAlpha > 0 adds NEFTune's noise to the training embeddings (0: off).
+	NEFTuneAlpha float64 `yaml:"neftune_noise_alpha" mapstructure:"neftune_noise_alpha"`
 	// LoraPlusRatio (LoRA+) makes the B halves learn this many times faster (0: off).
 	LoraPlusRatio float64 `yaml:"loraplus_lr_ratio" mapstructure:"loraplus_lr_ratio"`
 
@@ -239,6 +241,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.Targets(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.NEFTuneAlpha < 0 || isBad(c.NEFTuneAlpha) {
+		bad("neftune_noise_alpha %g: must not be negative (0 turns it off)", c.NEFTuneAlpha)
 	}
 	if c.LoraPlusRatio < 0 || isBad(c.LoraPlusRatio) {
 		bad("loraplus_lr_ratio %g: must not be negative (0 turns LoRA+ off)", c.LoraPlusRatio)

@@ -133,7 +133,7 @@ func prepare(cfg Config, pr *progress) (*job, error) {
 	ckOn, ckAuto, _ := cfg.Checkpointing()
 	j.params = llama.TrainParams{
 		Rank: cfg.LoraRank, Alpha: float32(cfg.AdapterAlpha()), Targets: targets, MaxSeqLen: longest,
-		LRRatioB:    float32(cfg.LoraPlusRatio),
+		LRRatioB: float32(cfg.LoraPlusRatio), NEFTuneAlpha: float32(cfg.NEFTuneAlpha),
 		ComputeType: cfg.ComputeType, Threads: cfg.Threads, GPULayers: gpuLayers, Seed: cfg.Seed,
 		Beta1: float32(cfg.AdamBeta1), Beta2: float32(cfg.AdamBeta2), Eps: float32(cfg.AdamEpsilon),
 		Checkpoint: ckOn,

@@ -261,6 +261,12 @@ func (l *loop) epoch() float64 {
 	return float64(l.st.Epoch) + float64(l.st.Pos)/float64(len(l.j.train))
 }
 
+// noiseSeed seeds the NEFTune noise of the n-th sequence of optimizer step `step`
+// (counted from 0), so that a resumed run draws what the straight run drew.
+func noiseSeed(seed uint64, step, n int) uint64 {
+	return seed ^ uint64(step+1)*0x9E3779B97F4A7C15 ^ uint64(n+1)*0xC2B2AE3D27D4EB4F
+}
+
 // step runs one optimizer step over the samples at idx: one Accumulate per sequence,
 // then one Step at this step's learning rate. It then logs and evaluates as due.
 func (l *loop) step(idx []int) error {
@@ -269,8 +275,11 @@ func (l *loop) step(idx []int) error {
 	var lossSum float64
 	var learned int
 	var tokens int64
-	for _, i := range idx {
+	for n, i := range idx {
 		s := l.j.train[i]
+		if cfg.NEFTuneAlpha > 0 {
+			l.tr.SetNoiseSeed(noiseSeed(cfg.Seed, st.Step, n))
+		}
 		ls, k, err := l.tr.Accumulate(s.Tokens, s.Labels)
 		if err != nil {
 			return fmt.Errorf("step %d, sample %s: %w", st.Step+1, s.Source, err)
@@ -393,6 +402,9 @@ func (l *loop) meta() map[string]string {
 	}
 	if c.UseRSLoRA {
 		m["use_rslora"] = "true" // adapter.lora.alpha holds lora_alpha·√r
+	}
+	if c.NEFTuneAlpha > 0 {
+		m["neftune_noise_alpha"] = strconv.FormatFloat(c.NEFTuneAlpha, 'g', -1, 64)
 	}
 	if c.LoraPlusRatio > 0 {
 		m["loraplus_lr_ratio"] = strconv.FormatFloat(c.LoraPlusRatio, 'g', -1, 64)

@@ -38,6 +38,7 @@ var settings = []setting{
 	{"lora_alpha", "lora-alpha", "", "LoRA alpha; the update is scaled by alpha/r (0: twice the rank)"},
 	{"lora_target", "lora-target", "", "layers that get LoRA: all, or some of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj; add lm_head for the output head (all,lm_head)"},
 	{"use_rslora", "use-rslora", "", "rank-stabilised LoRA: scale the update by alpha/sqrt(r) instead of alpha/r"},
+	{"neftune_noise_alpha", "neftune-noise-alpha", "", "NEFTune: uniform noise of +-alpha/sqrt(length*width) on the training embeddings (0: off; 5 is usual)"},
 	{"loraplus_lr_ratio", "loraplus-lr-ratio", "", "LoRA+: the B matrices learn this many times faster than A (0: off; 16 is LoRA+'s usual)"},
 	{"additional_target", "additional-target", "", "LLaMA-Factory's modules trained besides lora_target: lm_head (conch trains it with LoRA)"},
 	{"learning_rate", "learning-rate", "", "peak learning rate"},

@@ -43,6 +43,7 @@ lora_target: q_proj,v_proj
 use_rslora: true
 use_dora: false
 loraplus_lr_ratio: 16.0
+neftune_noise_alpha: 5
 
 ### dataset
 dataset: identity,magic_conch
@@ -88,7 +89,7 @@ func TestConfigLlamaFactoryYAML(t *testing.T) {
 	want := Defaults()
 	want.Model, want.Dataset, want.DatasetDir, want.Template = "/models/base.gguf", "identity,magic_conch", "my-data", "qwen"
 	want.LoraRank, want.LoraAlpha, want.LoraTarget = 16, 32, "q_proj,v_proj"
-	want.UseRSLoRA, want.LoraPlusRatio = true, 16
+	want.UseRSLoRA, want.LoraPlusRatio, want.NEFTuneAlpha = true, 16, 5
 	want.CutoffLen, want.MaxSamples, want.OutputDir, want.LoggingSteps, want.SaveSteps = 512, 100, "saves/qwen/lora/sft", 5, 100
 	want.Overwrite, want.BatchSize, want.GradAccum, want.LearningRate, want.Epochs = true, 1, 8, 1e-4, 3
 	want.Scheduler, want.WarmupRatio, want.WeightDecay, want.Seed, want.ValSize, want.EvalSteps = "linear", 0.1, 0.01, 7, 0.1, 50
@@ -238,6 +239,7 @@ func TestConfigRefusals(t *testing.T) {
 		{"use_dora: true\n", "use_dora: DoRA adapters cannot be loaded"},
 		{"pissa_init: true\n", "pissa_init: PiSSA"},
 		{"loraplus_lr_ratio: -1\n", "loraplus_lr_ratio -1"},
+		{"neftune_noise_alpha: -5\n", "neftune_noise_alpha -5"},
 		{"disable_gradient_checkpointing: maybe\n", "disable_gradient_checkpointing must be true or false"},
 	}
 	for _, c := range cases {
