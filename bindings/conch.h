@@ -64,9 +64,10 @@ int conch_bench_decode(struct llama_context * ctx, struct llama_sampler * smpl,
 
 enum conch_train_arch { CONCH_TRAIN_LLAMA = 0, CONCH_TRAIN_QWEN2 = 1, CONCH_TRAIN_QWEN3 = 2 };
 
-/* How frozen weights are held. */
+/* How frozen weights are held. BASE: each matrix in the GGUF's own type (a Q4_K_M file
+ * trains as Q4_K_M), its transpose in that type where rows fit, else q8_0 or f16. */
 enum conch_train_compute {
-    CONCH_TRAIN_F32 = 0, CONCH_TRAIN_F16 = 1, CONCH_TRAIN_BF16 = 2, CONCH_TRAIN_Q8_0 = 3
+    CONCH_TRAIN_F32 = 0, CONCH_TRAIN_F16 = 1, CONCH_TRAIN_BF16 = 2, CONCH_TRAIN_Q8_0 = 3, CONCH_TRAIN_BASE = 4
 };
 
 /* Model hyperparameters as llama.cpp derives them from the GGUF header. */

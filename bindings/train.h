@@ -75,7 +75,7 @@ struct trainer {
     conch_train_params p{};
     conch_train_hparams hp{};
     bool measure = false;    // estimate only: tensors are never allocated
-    ggml_type wtype = GGML_TYPE_F32;
+    ggml_type wtype = GGML_TYPE_F32; // GGML_TYPE_COUNT: each matrix in its file type (CONCH_TRAIN_BASE)
 
     ggml_backend_t backend = nullptr;
     bool gpu = false;

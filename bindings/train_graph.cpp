@@ -107,10 +107,12 @@ struct builder {
 // matrix the same product is mul_mat(Wt, dy): rewrite those nodes in place. Their shape
 // is the same, so nothing else in the graph changes.
 void use_transposed_weights(trainer & t, ggml_context * ctx, ggml_cgraph * g) {
-    std::unordered_map<const ggml_tensor *, ggml_tensor *> wt;
+    std::unordered_map<const ggml_tensor *, ggml_tensor *> wt; // matrices held with a transpose
     for (auto & L : t.layers)
-        for (int tg = 0; tg < T_COUNT; tg++) wt[L.w[tg]] = L.wt[tg];
-    wt[t.output] = t.output_t;
+        for (int tg = 0; tg < T_COUNT; tg++)
+            if (L.wt[tg]) wt[L.w[tg]] = L.wt[tg];
+    if (t.output_t) wt[t.output] = t.output_t;
+    if (wt.empty()) return;
     for (int i = 0; i < ggml_graph_n_nodes(g); i++) {
         ggml_tensor * node = ggml_graph_node(g, i);
         if (node->op != GGML_OP_OUT_PROD) continue;
@@ -287,7 +289,7 @@ void backward(trainer & t, built_graph & bg, ggml_tensor * input, ggml_tensor * 
     bg.loss_grad = ggml_graph_get_grad_acc(bg.g, bg.loss);
     ggml_set_input(bg.loss_grad);
 
-    if (t.wtype != GGML_TYPE_F32) use_transposed_weights(t, ctx, bg.g);
+    use_transposed_weights(t, ctx, bg.g);
     std::unordered_set<const ggml_tensor *> small;
     for (auto & lt : t.lora) small.insert(lt.w);
     out_prods_as_mul_mats(ctx, bg.g, small);

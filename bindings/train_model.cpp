@@ -200,8 +200,18 @@ static ggml_type compute_type(int ct) {
         case CONCH_TRAIN_F16:  return GGML_TYPE_F16;
         case CONCH_TRAIN_BF16: return GGML_TYPE_BF16;
         case CONCH_TRAIN_Q8_0: return GGML_TYPE_Q8_0;
+        case CONCH_TRAIN_BASE: return GGML_TYPE_COUNT;
         default:               return GGML_TYPE_F32;
     }
+}
+
+// The type of a frozen matrix's transpose (rows of n_out values), which only carries
+// gradients back: f16 or bf16 like the matrix, else q8_0 (blocks of 32), else f16. Not
+// the matrix's own 4-6 bit type: quantising the dequantised transpose again rounds
+// twice, which measured 10-25% off in the gradients against 5% with q8_0.
+static ggml_type transposed_type(ggml_type type, int64_t n_out) {
+    if (type == GGML_TYPE_F16 || type == GGML_TYPE_BF16) return type;
+    return n_out % 32 == 0 ? GGML_TYPE_Q8_0 : GGML_TYPE_F16;
 }
 
 void load_model(trainer & t) {
@@ -220,20 +230,37 @@ void load_model(trainer & t) {
 
     // Frozen matrices. F32 (the reference): ggml's own backward of mul_mat, OUT_PROD,
     // which runs only on F32 everywhere. Other compute types: the matrix in that type for
-    // the forward and its transpose in that type for dX = W^T dY as a mul_mat (see
-    // train_graph.cpp), which is faster and holds half the bytes or less per copy.
+    // the forward and its transpose for dX = W^T dY as a mul_mat (see train_graph.cpp),
+    // which is faster and holds half the bytes or less per copy. With "base" each matrix
+    // keeps its file type (an F32 one then goes the reference way).
     // The embedding is only looked up, so it may stay in its file type unless it doubles
     // as the output matrix.
-    const ggml_type lin = t.wtype;
-    const bool split = lin != GGML_TYPE_F32;
+    const bool base = t.wtype == GGML_TYPE_COUNT;
+    auto lin = [&](const std::string & name) {
+        ggml_tensor * s = ld.src(name);
+        return base ? (s ? s->type : GGML_TYPE_F32) : t.wtype;
+    };
+    // want() and its transpose when the matrix is held in a type other than F32.
+    auto want_matrix = [&](const std::string & name, ggml_type type, ggml_tensor ** wt) {
+        ggml_tensor * w = ld.want(name, type, true);
+        if (w->type != GGML_TYPE_F32) *wt = ld.want_transposed(name, transposed_type(w->type, w->ne[1]));
+        return w;
+    };
     const bool tied = ld.src("output.weight") == nullptr;
     ggml_tensor * embd_src = ld.src("token_embd.weight");
     if (!embd_src) throw train_error("the model has no tensor token_embd.weight");
-    const ggml_type et = tied ? lin : embd_type_ok(embd_src->type) ? GGML_TYPE_COUNT : GGML_TYPE_F32;
-    t.tok_embd = ld.want("token_embd.weight", et, true);
+    // The CPU looks rows up in any type; on the GPU an embedding of another type (k-quants)
+    // becomes F32, or q8_0 with "base".
+    const ggml_type embd_fallback = base && hp.n_embd % 32 == 0 ? GGML_TYPE_Q8_0 : GGML_TYPE_F32;
+    const ggml_type embd_file = !t.gpu || embd_type_ok(embd_src->type) ? embd_src->type : embd_fallback;
+    if (tied) {
+        t.tok_embd = want_matrix("token_embd.weight", base ? embd_file : t.wtype, &t.output_t);
+        t.output = t.tok_embd;
+    } else {
+        t.tok_embd = ld.want("token_embd.weight", embd_file, true);
+        t.output = want_matrix("output.weight", lin("output.weight"), &t.output_t);
+    }
     t.out_norm = ld.want("output_norm.weight", GGML_TYPE_F32, true);
-    t.output   = tied ? t.tok_embd : ld.want("output.weight", lin, true);
-    if (split) t.output_t = ld.want_transposed(tied ? "token_embd.weight" : "output.weight", lin);
     t.output_b = ld.want("output.bias", GGML_TYPE_F32, false);
     if (hp.arch == CONCH_TRAIN_LLAMA) t.rope_freqs = ld.want("rope_freqs.weight", GGML_TYPE_F32, false);
 
@@ -244,8 +271,8 @@ void load_model(trainer & t) {
         L.attn_norm = ld.want(nm("attn_norm", "weight"), GGML_TYPE_F32, true);
         L.ffn_norm  = ld.want(nm("ffn_norm", "weight"), GGML_TYPE_F32, true);
         for (int tg = 0; tg < T_COUNT; tg++) {
-            L.w[tg] = ld.want(nm(target_suffix(tg), "weight"), lin, true);
-            if (split) L.wt[tg] = ld.want_transposed(nm(target_suffix(tg), "weight"), lin);
+            const std::string name = nm(target_suffix(tg), "weight");
+            L.w[tg] = want_matrix(name, lin(name), &L.wt[tg]);
         }
         L.bq = ld.want(nm("attn_q", "bias"), GGML_TYPE_F32, false);
         L.bk = ld.want(nm("attn_k", "bias"), GGML_TYPE_F32, false);

@@ -28,7 +28,7 @@ type TrainParams struct {
 	Alpha       float32  // LoRA alpha; scale = Alpha/Rank (default 16)
 	Targets     []string // subset of "q","k","v","o","gate","up","down","lm_head" (empty = the seven projections; lm_head needs an untied output.weight)
 	MaxSeqLen   int      // longest sequence Accumulate/Eval will get (graph and memory sizing; default 512)
-	ComputeType string   // how frozen weights are held: "f32" (reference; "" = f32), "f16", "bf16", "q8_0" (see NewTrainer)
+	ComputeType string   // how frozen weights are held: "f32" (reference; "" = f32), "f16", "bf16", "q8_0", "base" (see NewTrainer)
 	Threads     int      // 0 = DefaultThreads()
 	GPULayers   int      // run training on the GPU when > 0 or -1 (needs a CUDA build); 0 = CPU
 	Seed        uint64   // LoRA A init
@@ -95,7 +95,7 @@ func (p TrainParams) resolved() (TrainParams, uint32, error) {
 		return p, 0, fmt.Errorf("GPU layers %d: use -1 (all), 0 (CPU) or a positive count", p.GPULayers)
 	}
 	if _, ok := computeTypes[p.ComputeType]; !ok {
-		return p, 0, fmt.Errorf("compute type %q is not supported (f32, f16, bf16, q8_0)", p.ComputeType)
+		return p, 0, fmt.Errorf("compute type %q is not supported (f32, f16, bf16, q8_0, base)", p.ComputeType)
 	}
 	mask, err := parseTargets(p.Targets)
 	return p, mask, err
@@ -104,6 +104,7 @@ func (p TrainParams) resolved() (TrainParams, uint32, error) {
 // computeTypes are the ways frozen weights can be held, as conch.h numbers them.
 var computeTypes = map[string]C.int{
 	"f32": C.CONCH_TRAIN_F32, "f16": C.CONCH_TRAIN_F16, "bf16": C.CONCH_TRAIN_BF16, "q8_0": C.CONCH_TRAIN_Q8_0,
+	"base": C.CONCH_TRAIN_BASE,
 }
 
 func finite32(f float32) bool { return !math.IsNaN(float64(f)) && !math.IsInf(float64(f), 0) }
@@ -220,7 +221,10 @@ type Trainer struct {
 // matrix and its transpose in that type (4, 4 and 2.1 bytes per weight in all) and
 // compute dX = Wᵀ·dY as a matrix product: faster, with activations and gradients
 // rounded to that type inside those products (llama.cpp rounds the same way when it
-// runs such a model).
+// runs such a model). "base" keeps each matrix in the file's own type, so a Q4_K_M
+// model trains as it will run (about 1.2 bytes per weight with the transposes), and
+// its transpose in that type too where its rows fill the type's blocks (else q8_0 or
+// f16); F32 matrices of the file go the reference way.
 func NewTrainer(m *Model, p TrainParams) (*Trainer, error) {
 	if m == nil || m.Info == nil {
 		return nil, errors.New("no model")

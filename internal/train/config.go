@@ -122,8 +122,9 @@ var Schedulers = []string{"constant", "constant_with_warmup", "linear", "cosine"
 
 // ComputeTypes are the accepted compute_type values: how the trainer holds the frozen
 // base weights (f32: exact, 4 bytes a weight; f16, bf16, q8_0: faster and smaller, with
-// products rounded to that type as llama.cpp rounds them when it runs such a model).
-var ComputeTypes = []string{"f32", "f16", "bf16", "q8_0"}
+// products rounded to that type as llama.cpp rounds them when it runs such a model;
+// base: each matrix in the GGUF's own type, so a Q4_K_M model trains as it will run).
+var ComputeTypes = []string{"f32", "f16", "bf16", "q8_0", "base"}
 
 // loraTargets maps LLaMA-Factory's (Hugging Face) module names to the GGUF weight names
 // the adapter uses; GGUF names are accepted as well.
