@@ -82,6 +82,15 @@ struct trainer {
 
     ggml_context * ctx_w = nullptr;        // frozen weights
     ggml_backend_buffer_t buf_w = nullptr;
+    // Frozen matrices the CPU multiplies from a buffer in a layout of its own (AMX tiles,
+    // repacked blocks): one context and buffer per such buffer type, placed as llama.cpp
+    // places them.
+    struct packed {
+        ggml_backend_buffer_type_t buft = nullptr;
+        ggml_context * ctx = nullptr;
+        ggml_backend_buffer_t buf = nullptr;
+    };
+    std::vector<packed> packs;
     ggml_context * ctx_l = nullptr;        // LoRA tensors and gradient accumulators
     ggml_backend_buffer_t buf_l = nullptr;
     ggml_gallocr_t galloc = nullptr;

@@ -116,10 +116,14 @@ extern "C" int conch_train_estimate(const struct conch_train_params * p, const s
         ggml_backend_buffer_type_t buft = ggml_backend_get_default_buffer_type(t.backend);
         const size_t w = ggml_backend_alloc_ctx_tensors_from_buft_size(t.ctx_w, buft);
         const size_t l = ggml_backend_alloc_ctx_tensors_from_buft_size(t.ctx_l, buft);
+        size_t wr = 0;
+        for (const auto & pk : t.packs) wr += ggml_backend_alloc_ctx_tensors_from_buft_size(pk.ctx, pk.buft);
         // Plan the compute buffer as NewTrainer reserves it, with the weights and LoRA
         // tensors marked as allocated elsewhere (a placeholder address that nothing reads:
         // planning does not touch tensor data), so the plan matches the real one.
-        for (ggml_context * c : {t.ctx_w, t.ctx_l})
+        std::vector<ggml_context *> ctxs = {t.ctx_w, t.ctx_l};
+        for (const auto & pk : t.packs) ctxs.push_back(pk.ctx);
+        for (ggml_context * c : ctxs)
             for (ggml_tensor * x = ggml_get_first_tensor(c); x; x = ggml_get_next_tensor(c, x)) x->data = placeholder_data();
         t.galloc = ggml_gallocr_new(buft);
         if (!t.galloc) throw train_error("out of memory");
@@ -129,7 +133,7 @@ extern "C" int conch_train_estimate(const struct conch_train_params * p, const s
             ggml_gallocr_reserve_n_size(t.galloc, bg.g, nullptr, nullptr, &n);
             compute = std::max(compute, n);
         });
-        *bytes = (uint64_t)(w + l + compute + checkpoint_bytes(t) + host_bytes(t));
+        *bytes = (uint64_t)(w + wr + l + compute + checkpoint_bytes(t) + host_bytes(t));
     });
 }
 
@@ -137,6 +141,8 @@ extern "C" uint64_t conch_train_memory(conch_trainer * ct) {
     trainer & t = ct->t;
     uint64_t n = host_bytes(t);
     if (t.buf_w) n += ggml_backend_buffer_get_size(t.buf_w);
+    for (const auto & pk : t.packs)
+        if (pk.buf) n += ggml_backend_buffer_get_size(pk.buf);
     if (t.buf_l) n += ggml_backend_buffer_get_size(t.buf_l);
     if (t.galloc) n += ggml_gallocr_get_buffer_size(t.galloc, 0);
     if (t.buf_ck) n += ggml_backend_buffer_get_size(t.buf_ck);

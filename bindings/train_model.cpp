@@ -22,6 +22,10 @@ trainer::~trainer() {
     if (buf_ck) ggml_backend_buffer_free(buf_ck);
     if (buf_l) ggml_backend_buffer_free(buf_l);
     if (buf_w) ggml_backend_buffer_free(buf_w);
+    for (auto & pk : packs) {
+        if (pk.buf) ggml_backend_buffer_free(pk.buf);
+        if (pk.ctx) ggml_free(pk.ctx);
+    }
     if (ctx_l) ggml_free(ctx_l);
     if (ctx_w) ggml_free(ctx_w);
     if (backend) ggml_backend_free(backend);
@@ -39,6 +43,7 @@ struct pending {
     ggml_tensor * dst;
     int64_t src_id;
     bool transposed;
+    bool whole; // a repacking buffer takes the tensor in one piece
 };
 
 struct loader {
@@ -61,18 +66,18 @@ struct loader {
         return ggml_get_tensor(meta.get(), name.c_str());
     }
 
-    // Declares a frozen tensor in ctx_w with the file's shape and type `type`
+    // Declares a frozen tensor in ctx_w (or ctx) with the file's shape and type `type`
     // (GGML_TYPE_COUNT: keep the file's type). Returns null when optional and absent.
-    ggml_tensor * want(const std::string & name, ggml_type type, bool required) {
+    ggml_tensor * want(const std::string & name, ggml_type type, bool required, ggml_context * ctx = nullptr) {
         ggml_tensor * s = src(name);
         if (!s) {
             if (required) throw train_error("the model has no tensor " + name);
             return nullptr;
         }
         if (type == GGML_TYPE_COUNT) type = s->type;
-        ggml_tensor * d = ggml_new_tensor(t.ctx_w, type, ggml_n_dims(s), s->ne);
+        ggml_tensor * d = ggml_new_tensor(ctx ? ctx : t.ctx_w, type, ggml_n_dims(s), s->ne);
         ggml_set_name(d, name.c_str());
-        todo.push_back({d, gguf_find_tensor(g.get(), name.c_str()), false});
+        todo.push_back({d, gguf_find_tensor(g.get(), name.c_str()), false, ctx != nullptr});
         return d;
     }
 
@@ -82,7 +87,7 @@ struct loader {
         if (!s || ggml_n_dims(s) != 2) throw train_error("the model has no matrix " + name);
         ggml_tensor * d = ggml_new_tensor_2d(t.ctx_w, type, s->ne[1], s->ne[0]);
         ggml_set_name(d, (name + ".T").c_str());
-        todo.push_back({d, gguf_find_tensor(g.get(), name.c_str()), true});
+        todo.push_back({d, gguf_find_tensor(g.get(), name.c_str()), true, false});
         return d;
     }
 
@@ -149,7 +154,7 @@ struct loader {
             const ggml_type st = s->type, dt = p.dst->type;
             const int64_t ne0 = s->ne[0], rows = ggml_nrows(s);
             const size_t src_row = ggml_row_size(st, ne0), dst_row = ggml_row_size(dt, ne0);
-            const int64_t chunk = std::max<int64_t>(1, (int64_t)((32u << 20) / std::max(src_row, ne0 * sizeof(float))));
+            const int64_t chunk = p.whole ? rows : std::max<int64_t>(1, (int64_t)((32u << 20) / std::max(src_row, ne0 * sizeof(float))));
             const size_t off = data_off + gguf_get_tensor_offset(g.get(), p.src_id);
             const auto * tr_src = ggml_get_type_traits(st);
             for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
@@ -181,6 +186,35 @@ struct loader {
         }
     }
 };
+
+// The CPU's extra buffer types, in the order llama.cpp tries them: weights laid out for
+// its fastest matrix kernels (AMX tiles for q4_0/q8_0, repacked q4_0/q4_K blocks).
+std::vector<ggml_backend_buffer_type_t> cpu_extra_bufts() {
+    std::vector<ggml_backend_buffer_type_t> out;
+    ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (!cpu) return out;
+    auto get = (ggml_backend_dev_get_extra_bufts_t)ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(cpu), "ggml_backend_dev_get_extra_bufts");
+    if (!get) return out;
+    for (ggml_backend_buffer_type_t * b = get(cpu); b && *b; b++) out.push_back(*b);
+    return out;
+}
+
+// Whether the CPU multiplies a matrix of src's type and shape from buft, asked as
+// llama.cpp asks it: a product over a placeholder buffer of that type.
+bool packable(ggml_backend_buffer_type_t buft, const ggml_tensor * src) {
+    ggml_init_params ip = {ggml_tensor_overhead() * 4, nullptr, true};
+    std::unique_ptr<ggml_context, ggml_ctx_deleter> ctx(ggml_init(ip));
+    if (!ctx) return false;
+    ggml_tensor * w = ggml_new_tensor_2d(ctx.get(), src->type, src->ne[0], src->ne[1]);
+    ggml_tensor * x = ggml_new_tensor_2d(ctx.get(), GGML_TYPE_F32, src->ne[0], 64);
+    ggml_tensor * y = ggml_mul_mat(ctx.get(), w, x);
+    ggml_backend_buffer_t placeholder = ggml_backend_buft_alloc_buffer(buft, 0);
+    if (!placeholder) return false;
+    w->buffer = placeholder;
+    const bool ok = ggml_backend_dev_supports_op(ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU), y);
+    ggml_backend_buffer_free(placeholder);
+    return ok;
+}
 
 // Types the embedding lookup can read on every backend we use; others become F32.
 bool embd_type_ok(ggml_type t) {
@@ -240,9 +274,34 @@ void load_model(trainer & t) {
         ggml_tensor * s = ld.src(name);
         return base ? (s ? s->type : GGML_TYPE_F32) : t.wtype;
     };
+    // On the CPU, a matrix held in a type the CPU's extra buffers take (q8_0, q4_0, q4_K)
+    // goes to the first of them that multiplies it, as in llama.cpp: those matrices are
+    // read only by the forward products (gradients take the transposes), which then run
+    // up to twice as fast.
+    if (t.wtype != GGML_TYPE_F32 && !t.gpu) {
+        for (ggml_backend_buffer_type_t b : cpu_extra_bufts()) {
+            ggml_init_params rp = {ggml_tensor_overhead() * n_w, nullptr, /*no_alloc =*/ true};
+            trainer::packed pk;
+            pk.buft = b;
+            pk.ctx = ggml_init(rp);
+            if (!pk.ctx) throw train_error("out of memory");
+            t.packs.push_back(pk);
+        }
+    }
+    auto pack_for = [&](const ggml_tensor * s, ggml_type type) -> ggml_context * {
+        ggml_init_params ip = {ggml_tensor_overhead(), nullptr, true};
+        std::unique_ptr<ggml_context, ggml_ctx_deleter> c(ggml_init(ip));
+        if (!c) return nullptr;
+        ggml_tensor * probe = ggml_new_tensor_2d(c.get(), type, s->ne[0], s->ne[1]);
+        for (auto & pk : t.packs)
+            if (packable(pk.buft, probe)) return pk.ctx;
+        return nullptr;
+    };
     // want() and its transpose when the matrix is held in a type other than F32.
-    auto want_matrix = [&](const std::string & name, ggml_type type, ggml_tensor ** wt) {
-        ggml_tensor * w = ld.want(name, type, true);
+    auto want_matrix = [&](const std::string & name, ggml_type type, ggml_tensor ** wt, bool lookup = false) {
+        ggml_tensor * s = ld.src(name);
+        ggml_context * pack = !lookup && s && type != GGML_TYPE_COUNT ? pack_for(s, type) : nullptr;
+        ggml_tensor * w = ld.want(name, type, true, pack);
         if (w->type != GGML_TYPE_F32) *wt = ld.want_transposed(name, transposed_type(w->type, w->ne[1]));
         return w;
     };
@@ -254,7 +313,7 @@ void load_model(trainer & t) {
     const ggml_type embd_fallback = base && hp.n_embd % 32 == 0 ? GGML_TYPE_Q8_0 : GGML_TYPE_F32;
     const ggml_type embd_file = !t.gpu || embd_type_ok(embd_src->type) ? embd_src->type : embd_fallback;
     if (tied) {
-        t.tok_embd = want_matrix("token_embd.weight", base ? embd_file : t.wtype, &t.output_t);
+        t.tok_embd = want_matrix("token_embd.weight", base ? embd_file : t.wtype, &t.output_t, /*lookup =*/ true);
         t.output = t.tok_embd;
     } else {
         t.tok_embd = ld.want("token_embd.weight", embd_file, true);
@@ -355,6 +414,12 @@ void load_model(trainer & t) {
     t.buf_w = ggml_backend_alloc_ctx_tensors(t.ctx_w, t.backend);
     if (!t.buf_w) throw train_error("out of memory for the frozen weights");
     ggml_backend_buffer_set_usage(t.buf_w, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    for (auto & pk : t.packs) {
+        if (!ggml_get_first_tensor(pk.ctx)) continue;
+        pk.buf = ggml_backend_alloc_ctx_tensors_from_buft(pk.ctx, pk.buft);
+        if (!pk.buf) throw train_error("out of memory for the frozen weights");
+        ggml_backend_buffer_set_usage(pk.buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    }
     t.buf_l = ggml_backend_alloc_ctx_tensors(t.ctx_l, t.backend);
     if (!t.buf_l) throw train_error("out of memory for the LoRA tensors");
     ggml_backend_buffer_clear(t.buf_l, 0);
