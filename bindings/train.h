@@ -105,9 +105,11 @@ struct trainer {
 
     // Gradient checkpointing (p.checkpoint): slots of [n_embd, max_seq_len] floats, slot l
     // for layer l's input (n_layer: the head's), then two for the gradient passed from one
-    // layer graph to the next (written by one, read by the following).
+    // layer graph to the next (written by one, read by the following): grad_slot(0/1).
     ggml_backend_buffer_t buf_ck = nullptr;
     size_t ck_slot_bytes = 0;
+    int n_slots() const { return hp.n_layer + 3; }
+    int grad_slot(int k) const { return hp.n_layer + 1 + k; }
 
     int64_t step = 0;
     double n_acc = 0;      // supervised tokens accumulated since the last step

@@ -47,6 +47,7 @@ static void init_backend(trainer & t) {
 template <typename F>
 static void for_each_step_graph(trainer & t, F && plan) {
     const int T = t.p.max_seq_len, L = t.hp.n_layer;
+    const int g0 = t.grad_slot(0), g1 = t.grad_slot(1);
     if (!t.p.checkpoint) {
         built_graph bg;
         build_graph(t, bg, G_TRAIN, T, T);
@@ -61,17 +62,17 @@ static void for_each_step_graph(trainer & t, F && plan) {
     }
     {
         built_graph bg;
-        build_graph(t, bg, G_CK_HEAD, T, std::min(T, head_rows(t)), -1, -1, low < L ? L + 1 : -1);
+        build_graph(t, bg, G_CK_HEAD, T, std::min(T, head_rows(t)), -1, -1, low < L ? g0 : -1);
         plan(bg);
     }
     if (low < L) {
         built_graph bg;
-        build_graph(t, bg, G_CK_LAYER, T, 0, L - 1, L + 1, L - 1 > low ? L + 2 : -1);
+        build_graph(t, bg, G_CK_LAYER, T, 0, L - 1, g0, L - 1 > low ? g1 : -1);
         plan(bg);
     }
 }
 
-static size_t checkpoint_bytes(const trainer & t) { return t.p.checkpoint ? t.ck_slot_bytes * (size_t)(t.hp.n_layer + 3) : 0; }
+static size_t checkpoint_bytes(const trainer & t) { return t.p.checkpoint ? t.ck_slot_bytes * (size_t)t.n_slots() : 0; }
 
 static size_t host_bytes(const trainer & t) {
     size_t n = 0;

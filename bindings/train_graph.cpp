@@ -369,7 +369,7 @@ void alloc_checkpoints(trainer & t) {
     const size_t align = ggml_backend_get_alignment(t.backend);
     t.ck_slot_bytes = GGML_PAD((size_t)t.hp.n_embd * (size_t)t.p.max_seq_len * sizeof(float), align);
     if (t.measure) return;
-    t.buf_ck = ggml_backend_alloc_buffer(t.backend, t.ck_slot_bytes * (size_t)(t.hp.n_layer + 3));
+    t.buf_ck = ggml_backend_alloc_buffer(t.backend, t.ck_slot_bytes * (size_t)t.n_slots());
     if (!t.buf_ck) throw train_error("out of memory for the checkpoints");
 }
 

@@ -199,14 +199,14 @@ std::vector<ggml_backend_buffer_type_t> cpu_extra_bufts() {
     return out;
 }
 
-// Whether the CPU multiplies a matrix of src's type and shape from buft, asked as
+// Whether the CPU multiplies an [ne0, ne1] matrix of this type from buft, asked as
 // llama.cpp asks it: a product over a placeholder buffer of that type.
-bool packable(ggml_backend_buffer_type_t buft, const ggml_tensor * src) {
+bool packable(ggml_backend_buffer_type_t buft, ggml_type type, int64_t ne0, int64_t ne1) {
     ggml_init_params ip = {ggml_tensor_overhead() * 4, nullptr, true};
     std::unique_ptr<ggml_context, ggml_ctx_deleter> ctx(ggml_init(ip));
     if (!ctx) return false;
-    ggml_tensor * w = ggml_new_tensor_2d(ctx.get(), src->type, src->ne[0], src->ne[1]);
-    ggml_tensor * x = ggml_new_tensor_2d(ctx.get(), GGML_TYPE_F32, src->ne[0], 64);
+    ggml_tensor * w = ggml_new_tensor_2d(ctx.get(), type, ne0, ne1);
+    ggml_tensor * x = ggml_new_tensor_2d(ctx.get(), GGML_TYPE_F32, ne0, 64);
     ggml_tensor * y = ggml_mul_mat(ctx.get(), w, x);
     ggml_backend_buffer_t placeholder = ggml_backend_buft_alloc_buffer(buft, 0);
     if (!placeholder) return false;
@@ -288,19 +288,13 @@ void load_model(trainer & t) {
             t.packs.push_back(pk);
         }
     }
-    auto pack_for = [&](const ggml_tensor * s, ggml_type type) -> ggml_context * {
-        ggml_init_params ip = {ggml_tensor_overhead(), nullptr, true};
-        std::unique_ptr<ggml_context, ggml_ctx_deleter> c(ggml_init(ip));
-        if (!c) return nullptr;
-        ggml_tensor * probe = ggml_new_tensor_2d(c.get(), type, s->ne[0], s->ne[1]);
-        for (auto & pk : t.packs)
-            if (packable(pk.buft, probe)) return pk.ctx;
-        return nullptr;
-    };
-    // want() and its transpose when the matrix is held in a type other than F32.
+    // want() (in the first extra buffer that takes it, unless it is also looked up) and
+    // its transpose when the matrix is held in a type other than F32.
     auto want_matrix = [&](const std::string & name, ggml_type type, ggml_tensor ** wt, bool lookup = false) {
         ggml_tensor * s = ld.src(name);
-        ggml_context * pack = !lookup && s && type != GGML_TYPE_COUNT ? pack_for(s, type) : nullptr;
+        ggml_context * pack = nullptr;
+        for (size_t i = 0; s && !lookup && !pack && i < t.packs.size(); i++)
+            if (packable(t.packs[i].buft, type, s->ne[0], s->ne[1])) pack = t.packs[i].ctx;
         ggml_tensor * w = ld.want(name, type, true, pack);
         if (w->type != GGML_TYPE_F32) *wt = ld.want_transposed(name, transposed_type(w->type, w->ne[1]));
         return w;

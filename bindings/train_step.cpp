@@ -170,7 +170,7 @@ static float run_train_checkpointed(trainer & t, const int32_t * tokens, int n, 
         set_common_inputs(t, bg, tokens, n);
         compute(t, bg);
     }
-    int dy = L + 1; // the slot holding the gradient at the next layer's output
+    int k = 0; // grad_slot(k) holds the gradient at the next layer's output
     float loss = 0;
     // The head in slices of rows: its logits, labels and their gradients are the
     // largest tensors of a step (rows x vocabulary, four times over).
@@ -179,7 +179,7 @@ static float run_train_checkpointed(trainer & t, const int32_t * tokens, int n, 
         const size_t nr = std::min(sel.size() - r0, (size_t)rows);
         const std::vector<int32_t> sel_r(sel.begin() + r0, sel.begin() + r0 + nr), lab_r(lab.begin() + r0, lab.begin() + r0 + nr);
         built_graph bg;
-        build_graph(t, bg, G_CK_HEAD, n, (int)nr, -1, -1, low < L ? dy : -1);
+        build_graph(t, bg, G_CK_HEAD, n, (int)nr, -1, -1, low < L ? t.grad_slot(k) : -1);
         alloc_graph(t, bg);
         set_loss_inputs(t, bg, sel_r, lab_r);
         if (bg.dx && r0 == 0) ggml_backend_tensor_memset(bg.dx, 0, 0, ggml_nbytes(bg.dx));
@@ -190,15 +190,14 @@ static float run_train_checkpointed(trainer & t, const int32_t * tokens, int n, 
     }
     const float one = 1.0f;
     for (int il = L - 1; il >= low; il--) {
-        const int next = dy == L + 1 ? L + 2 : L + 1;
         built_graph bg;
-        build_graph(t, bg, G_CK_LAYER, n, 0, il, dy, il > low ? next : -1);
+        build_graph(t, bg, G_CK_LAYER, n, 0, il, t.grad_slot(k), il > low ? t.grad_slot(1 - k) : -1);
         alloc_graph(t, bg);
         set_common_inputs(t, bg, nullptr, n);
         ggml_backend_tensor_set(bg.loss_grad, &one, 0, sizeof(float));
         if (bg.dx) ggml_backend_tensor_memset(bg.dx, 0, 0, ggml_nbytes(bg.dx));
         compute(t, bg);
-        dy = next;
+        k = 1 - k;
     }
     return loss;
 }

@@ -27,7 +27,6 @@ type job struct {
 	ident      identity
 }
 
-// device names where training runs, for the log.
 // memoryRoom is the memory training may take where it runs: what the system has
 // available, or the GPU's free memory. known is false when that cannot be read.
 func memoryRoom(gpuLayers int) (room uint64, where string, known bool) {
@@ -41,6 +40,7 @@ func memoryRoom(gpuLayers int) (room uint64, where string, known bool) {
 	return avail, "this machine", err == nil
 }
 
+// device names where training runs, for the log.
 func (j *job) device() string {
 	if j.params.GPULayers != 0 {
 		if gpus := llama.GPUs(); len(gpus) > 0 {
